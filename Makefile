@@ -1,0 +1,47 @@
+# Every target is listed by `make help`. Variables: PYTHON (the interpreter that creates .venv),
+# ARGS (extra pytest arguments for test).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all lint format models clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+# The stamp makes `make test` skip pip when nothing it depends on changed.
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install -c constraints.txt -e '.[train,serve,loadtest,dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv with the train, serve, loadtest and dev extras (pinned by constraints.txt)
+
+test: install ## Install, then run the default test suite (excludes tests marked slow)
+	$(BIN)/pytest -m "not slow" $(ARGS)
+
+test-all: install ## Install, then run every test, slow ones included
+	$(BIN)/pytest $(ARGS)
+
+lint: ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+models: install ## Retrain the bundled digits models and export them as new versions in exports/
+	$(BIN)/python -m training train --arch mnist-cnn --dataset digits --epochs 30 --out runs/digits-cnn
+	$(BIN)/python -m training export runs/digits-cnn/checkpoint.pt --name digits-cnn
+	$(BIN)/python -m training train --arch row-lstm --dataset digits --epochs 40 --out runs/digits-lstm
+	$(BIN)/python -m training export runs/digits-lstm/checkpoint.pt --name digits-lstm
+
+clean: ## Remove caches and training runs (keeps .venv and exports/)
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
