@@ -1,0 +1,53 @@
+"""The preprocessing that a manifest describes, as plain numpy and Pillow.
+
+Training builds its eval transform from these functions and the service calls the same ones,
+so the same image bytes give the same tensor, bit for bit, on both sides.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from modelrepo.manifest import ImagePreprocessing
+
+
+def image_to_pixels(image: Image.Image, spec: ImagePreprocessing) -> NDArray[np.uint8]:
+    """A decoded image as (H, W, C) uint8 pixels in the manifest's colour mode and size."""
+    if image.mode != spec.color:
+        image = image.convert(spec.color)
+    height, width = spec.size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
+    if pixels.ndim == 2:  # (H, W) -> (H, W, 1)
+        pixels = pixels[:, :, None]
+    return pixels
+
+
+def pixels_to_input(pixels: NDArray[np.uint8], spec: ImagePreprocessing) -> NDArray[np.float32]:
+    """(N, H, W, C) or (H, W, C) uint8 pixels -> (N, C, H, W) float32 model input."""
+    if pixels.dtype != np.uint8:
+        raise TypeError(f"pixels must be uint8, got {pixels.dtype}")
+    if pixels.ndim == 3:
+        pixels = pixels[None]
+    expected = (spec.size[0], spec.size[1], spec.channels)
+    if pixels.ndim != 4 or pixels.shape[1:] != expected:
+        raise ValueError(
+            f"pixels must have shape (N, {', '.join(map(str, expected))}), got {pixels.shape}"
+        )
+    x = pixels.astype(np.float32)
+    if spec.invert:
+        x = np.float32(255.0) - x
+    x *= np.float32(spec.scale)
+    x -= np.asarray(spec.mean, dtype=np.float32)
+    x /= np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, C, H, W)
+
+
+def pixels_to_image(pixels: NDArray[np.uint8]) -> Image.Image:
+    """(H, W, C) uint8 pixels as a PIL image (mode L or RGB), e.g. to save test PNGs."""
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        return Image.fromarray(pixels[:, :, 0], mode="L")
+    return Image.fromarray(pixels, mode="RGB")

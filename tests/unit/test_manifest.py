@@ -1,0 +1,118 @@
+"""The manifest schema accepts what the exporter writes and rejects broken manifests clearly."""
+
+import json
+from typing import Any
+
+import pytest
+
+from modelrepo.manifest import Manifest, ManifestError, is_valid_model_name
+
+
+def good() -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "name": "digits-cnn",
+        "version": 3,
+        "task": "image-classification",
+        "arch": "mnist-cnn",
+        "input": {"name": "input", "dtype": "float32", "shape": [-1, 1, 8, 8], "layout": "NCHW"},
+        "preprocessing": {
+            "kind": "image",
+            "color": "L",
+            "size": [8, 8],
+            "resize": "bilinear",
+            "scale": 1 / 255,
+            "mean": [0.3],
+            "std": [0.4],
+            "invert": False,
+        },
+        "labels": [str(i) for i in range(10)],
+        "output_name": "logits",
+        "training": {
+            "dataset": "digits",
+            "samples": 1437,
+            "epochs": 30,
+            "seed": 0,
+            "test_accuracy": 0.98,
+            "test_samples": 360,
+            "date": "2026-11-24T10:00:00+00:00",
+        },
+        "export": {
+            "exporter": "torch.onnx.export (dynamo)",
+            "opset": 20,
+            "torch_version": "2.13.0",
+            "parity_batch_size": 32,
+            "parity_max_abs_diff": 1e-6,
+            "parity_argmax_equal": True,
+            "date": "2026-11-24T10:01:00+00:00",
+        },
+        "sha256": "a" * 64,
+    }
+
+
+def parse(data: dict[str, Any]) -> Manifest:
+    return Manifest.from_json(json.dumps(data), source="model.json")
+
+
+def test_good_manifest_round_trips() -> None:
+    manifest = parse(good())
+    assert manifest.preprocessing.channels == 1
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+def test_scale_survives_json_exactly() -> None:
+    # Training and serving must compute the same floats, so the numbers must not drift.
+    assert parse(good()).preprocessing.scale == 1 / 255
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    data = good()
+    *parents, leaf = path.split(".")
+    node = data
+    for key in parents:
+        node = node[key]
+    if value is KeyError:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("preprocessing.mean", [0.1, 0.2, 0.3], "need 1 value"),
+        ("preprocessing.std", [0.0], "std values must be positive"),
+        ("preprocessing.color", "CMYK", "preprocessing.color"),
+        ("input.shape", [1, 1, 8, 8], "batch axis must be dynamic"),
+        ("input.shape", [-1, 3, 8, 8], "does not match preprocessing"),
+        ("sha256", "xyz", "sha256"),
+        ("name", "../etc", "name"),
+        ("version", 0, "version"),
+        ("task", "object-detection", "task"),
+        ("labels", ["a", "a"], "labels must be unique"),
+        ("labels", ["only-one"], "labels"),
+        ("training.test_accuracy", 1.5, "test_accuracy"),
+        ("training", KeyError, "training"),
+        ("surprise", 1, "surprise"),
+    ],
+)
+def test_bad_manifests_are_rejected_naming_the_field(path: str, value: Any, message: str) -> None:
+    with pytest.raises(ManifestError, match=message) as info:
+        parse(_with(path, value))
+    assert str(info.value).startswith("model.json: invalid manifest")
+
+
+def test_not_json_is_a_manifest_error() -> None:
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        Manifest.from_json("{nope", source="x/model.json")
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", "a", "m.v2_x"])
+def test_valid_names(name: str) -> None:
+    assert is_valid_model_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "..", "../x", "A", "a/b", "-x", ".hidden", "x" * 65, "é"])
+def test_invalid_names(name: str) -> None:
+    assert not is_valid_model_name(name)
