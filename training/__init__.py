@@ -1,0 +1,1 @@
+"""Training and export: PyTorch classifiers -> checkpoints -> the ONNX model repository."""

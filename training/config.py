@@ -1,0 +1,85 @@
+"""The training configuration: defaults, overridden by a config file, overridden by flags."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config file or flag value cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "mnist-cnn"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    limit: int | None = None  # use only the first N training samples (of a seeded shuffle)
+    seed: int = 0
+    augment: list[str] | None = None  # None: the architecture's default augmentation
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+    model_args: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
+    out: str | None = None  # None: runs/<arch>-<dataset>
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be at least 1, got {self.limit}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / f"{self.arch}-{self.dataset}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a .toml or .json file of TrainConfig fields; unknown keys are an error."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(raw.decode("utf-8"))
+        elif path.suffix == ".json":
+            data = json.loads(raw)
+        else:
+            raise ConfigError(f"config file {path} must end in .toml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table/object of settings")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return data
+
+
+def resolve_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
+    """Defaults < config file < flags that were given (None means 'not given')."""
+    merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    try:
+        return TrainConfig(**merged)
+    except TypeError as exc:
+        raise ConfigError(f"bad configuration: {exc}") from None

@@ -1,0 +1,193 @@
+"""`python -m training train`: load data, train, evaluate, write checkpoint, metrics and reports."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from modelrepo.manifest import ImagePreprocessing
+from modelrepo.preprocess import pixels_to_input
+from training import reports
+from training.augment import check_augmentations
+from training.checkpoint import save_checkpoint
+from training.config import ConfigError, TrainConfig
+from training.data import ImageDataset, load_dataset
+from training.engine import confusion_matrix, evaluate, seed_everything, train_one_epoch
+from training.models import build_model, get_architecture
+
+PARITY_BATCH = 32  # held-out test images stored in the checkpoint for the export parity check
+PIXEL_SCALE = 1 / 255
+
+
+def preprocessing_for(dataset: ImageDataset, train_pixels: NDArray[np.uint8]) -> ImagePreprocessing:
+    """Scale to [0, 1] and standardise with the training split's per-channel mean and std."""
+    scaled = train_pixels.astype(np.float64) * PIXEL_SCALE
+    mean = scaled.mean(axis=(0, 1, 2))
+    std = scaled.std(axis=(0, 1, 2))
+    return ImagePreprocessing(
+        color=dataset.color,
+        size=dataset.image_size,
+        scale=PIXEL_SCALE,
+        # Rounded so the manifest stays readable; training and serving both use these values.
+        mean=[round(float(m), 4) for m in mean],
+        std=[round(float(s), 4) for s in std],
+    )
+
+
+def to_tensor(pixels: NDArray[np.uint8], spec: ImagePreprocessing) -> torch.Tensor:
+    """The eval transform: exactly the preprocessing the manifest describes."""
+    return torch.from_numpy(pixels_to_input(pixels, spec))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
+    """Train per `config`, write everything to its output folder and return the metrics."""
+    try:
+        arch = get_architecture(config.arch)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    augment = tuple(config.augment) if config.augment is not None else arch.augment
+    try:
+        check_augmentations(augment)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    out_dir = config.out_dir
+    if (out_dir / "checkpoint.pt").exists() and not force:
+        raise ConfigError(f"{out_dir} already holds a checkpoint; choose another --out or --force")
+    data_dir = Path(config.data_dir).expanduser() if config.data_dir else None
+    dataset = load_dataset(config.dataset, data_dir, download=config.download)
+
+    generator = seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    train_pixels, train_labels = dataset.train_images, dataset.train_labels
+    if config.limit is not None and config.limit < len(train_pixels):
+        keep = np.random.default_rng(config.seed).permutation(len(train_pixels))[: config.limit]
+        train_pixels, train_labels = train_pixels[keep], train_labels[keep]
+
+    spec = preprocessing_for(dataset, train_pixels)
+    x_train, y_train = to_tensor(train_pixels, spec), torch.from_numpy(train_labels)
+    x_test, y_test = to_tensor(dataset.test_images, spec), torch.from_numpy(dataset.test_labels)
+    black = np.zeros((1, *dataset.image_size, dataset.channels), dtype=np.uint8)
+    pad_value = to_tensor(black, spec)[0, :, 0, 0]  # (C,) a black pixel after preprocessing
+
+    model_kwargs: dict[str, Any] = {
+        "in_channels": dataset.channels,
+        "image_size": list(dataset.image_size),
+        "num_classes": len(dataset.labels),
+        **config.model_args,
+    }
+    try:
+        model = build_model(config.arch, **{**model_kwargs, "image_size": dataset.image_size})
+    except TypeError as exc:
+        raise ConfigError(f"model_args do not fit {config.arch}: {exc}") from None
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"{config.arch} ({n_params:,} parameters) on {dataset.name}: {len(x_train)} train / "
+        f"{len(x_test)} test images of {dataset.image_size[0]}x{dataset.image_size[1]}x"
+        f"{dataset.channels}, augment={list(augment) or 'none'}"
+    )
+
+    history: list[dict[str, float]] = []
+    started = time.monotonic()
+    for epoch in range(1, config.epochs + 1):
+        train_loss, train_acc = train_one_epoch(
+            model,
+            optimizer,
+            x_train,
+            y_train,
+            batch_size=config.batch_size,
+            augment=augment,
+            pad_value=pad_value,
+            generator=generator,
+            description=f"epoch {epoch}/{config.epochs}",
+        )
+        test = evaluate(model, x_test, y_test)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "test_loss": test.loss,
+                "test_accuracy": test.accuracy,
+            }
+        )
+        print(
+            f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+            f"test loss {test.loss:.4f} acc {test.accuracy:.4f}",
+            flush=True,
+        )
+
+    final = evaluate(model, x_test, y_test)
+    matrix = confusion_matrix(dataset.test_labels, final.predictions, len(dataset.labels))
+    metrics: dict[str, Any] = {
+        "arch": config.arch,
+        "dataset": dataset.name,
+        "train_samples": len(x_train),
+        "test_samples": len(x_test),
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "parameters": n_params,
+        "seconds": round(time.monotonic() - started, 2),
+        "history": history,
+        "final_test_loss": final.loss,
+        "final_test_accuracy": final.accuracy,
+        "confusion_matrix": matrix.tolist(),
+        "labels": list(dataset.labels),
+    }
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / "config.json", config.to_dict())
+    _write_json(out_dir / "metrics.json", metrics)
+    save_checkpoint(
+        out_dir / "checkpoint.pt",
+        {
+            "arch": config.arch,
+            "model_kwargs": model_kwargs,
+            "state_dict": model.state_dict(),
+            "config": config.to_dict(),
+            "metrics": {k: v for k, v in metrics.items() if k != "confusion_matrix"},
+            "labels": list(dataset.labels),
+            "preprocessing": spec.model_dump(mode="json"),
+            "dataset": {"name": dataset.name, "source": dataset.source},
+            "parity_images": torch.from_numpy(dataset.test_images[:PARITY_BATCH].copy()),
+            "created": datetime.now(UTC).isoformat(),
+            "torch_version": str(torch.__version__),
+        },
+    )
+    wrong = np.flatnonzero(final.predictions != dataset.test_labels)
+    reports.plot_curves(history, out_dir / "curves.png")
+    reports.plot_confusion_matrix(matrix, dataset.labels, out_dir / "confusion_matrix.png")
+    reports.plot_misclassified(
+        dataset.test_images[wrong],
+        dataset.test_labels[wrong],
+        final.predictions[wrong],
+        dataset.labels,
+        out_dir / "misclassified.png",
+    )
+    first_weights, title = first_layer_weights(model)
+    reports.plot_filters(first_weights, out_dir / "filters.png", title=title)
+    print(f"test accuracy {final.accuracy:.4f}; wrote {out_dir}/checkpoint.pt, metrics.json, PNGs")
+    return metrics
+
+
+def first_layer_weights(model: torch.nn.Module) -> tuple[NDArray[np.float32], str]:
+    """The first conv layer's filters, or the first LSTM's input weights, for the filters PNG."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return module.weight.detach().numpy(), f"first conv layer ({name}) filters"
+        if isinstance(module, torch.nn.LSTM):
+            weights: torch.Tensor = module.all_weights[0][0]  # weight_ih_l0: (4*hidden, input)
+            return weights.detach().numpy(), f"LSTM ({name}) input weights"
+    raise ValueError(f"{type(model).__name__} has neither a Conv2d nor an LSTM layer")
