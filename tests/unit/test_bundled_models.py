@@ -1,0 +1,57 @@
+"""The models committed in exports/ are intact, accurate, and served by what the manifest says.
+
+They are checked with onnxruntime alone, starting from PNG bytes, exactly as the service sees them.
+"""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from modelrepo.layout import list_models, list_versions, open_version
+from modelrepo.preprocess import image_to_pixels, pixels_to_image, pixels_to_input
+from training.data import load_dataset
+
+EXPORTS = Path(__file__).resolve().parents[2] / "exports"
+BUNDLED = ["digits-cnn", "digits-lstm"]
+
+
+def test_bundled_models_are_present() -> None:
+    assert set(BUNDLED) <= set(list_models(EXPORTS))
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_predicts_its_recorded_accuracy_from_png_bytes(name: str) -> None:
+    version = open_version(EXPORTS, name, list_versions(EXPORTS, name)[-1])  # checks sha256
+    manifest = version.manifest
+    assert manifest.training.dataset == "digits"
+    assert manifest.export.parity_max_abs_diff <= 1e-4 and manifest.export.parity_argmax_equal
+    data = load_dataset("digits")
+    assert manifest.training.test_samples == len(data.test_labels)
+
+    pixels = []
+    for image in data.test_images:
+        buffer = io.BytesIO()
+        pixels_to_image(image).save(buffer, format="PNG")
+        with Image.open(io.BytesIO(buffer.getvalue())) as decoded:
+            pixels.append(image_to_pixels(decoded, manifest.preprocessing))
+    x = pixels_to_input(np.stack(pixels), manifest.preprocessing)
+    session = ort.InferenceSession(str(version.model_path), providers=["CPUExecutionProvider"])
+    logits = session.run([manifest.output_name], {manifest.input.name: x})[0]
+    accuracy = float((logits.argmax(1) == data.test_labels).mean())
+    # torch and onnxruntime agree to 1e-4, so they classify the whole split identically.
+    assert accuracy == pytest.approx(manifest.training.test_accuracy, abs=1e-6)
+
+
+def test_bundled_cnn_reaches_097() -> None:
+    manifest = open_version(EXPORTS, "digits-cnn", list_versions(EXPORTS, "digits-cnn")[-1])
+    assert manifest.manifest.training.test_accuracy >= 0.97
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_models_stay_small(name: str) -> None:
+    for version in list_versions(EXPORTS, name):
+        assert (EXPORTS / name / str(version) / "model.onnx").stat().st_size < 2_000_000
