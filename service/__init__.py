@@ -1,0 +1,1 @@
+"""The serving side: BentoML + onnxruntime over the model repository. Never imports torch."""

@@ -1,0 +1,107 @@
+"""Request and response bodies. Field descriptions and examples make the OpenAPI page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Prediction(_Body):
+    label: str = Field(description="class name from the model's manifest", examples=["7"])
+    index: int = Field(ge=0, description="class index in the model's output", examples=[7])
+    probability: float = Field(ge=0, le=1, description="softmax probability", examples=[0.993])
+
+
+class PredictResponse(_Body):
+    model: str = Field(description="model that answered", examples=["digits-cnn"])
+    version: int = Field(description="version that answered", examples=[1])
+    predictions: list[Prediction] = Field(description="top_k classes, most probable first")
+    latency_ms: float = Field(description="server time for this request", examples=[2.1])
+
+
+class ImageResult(_Body):
+    index: int = Field(description="position of the image in the request", examples=[0])
+    filename: str | None = Field(None, description="the part's filename", examples=["7.png"])
+    predictions: list[Prediction]
+
+
+class BatchPredictResponse(_Body):
+    model: str = Field(examples=["digits-cnn"])
+    version: int = Field(examples=[1])
+    results: list[ImageResult] = Field(description="one result per image, in request order")
+    latency_ms: float = Field(examples=[4.2])
+
+
+class JsonPredictRequest(_Body):
+    image_base64: str = Field(
+        min_length=1,
+        description="the image file (PNG, JPEG, GIF, BMP or WebP), base64-encoded",
+        examples=[
+            "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAJElEQVR4nGNgYGD4z8DAwMDAxMDAwMDAwMDAwMDAwMDAwAAAJnIBf1Qf0O0AAAAASUVORK5CYII="
+        ],
+    )
+    model: str | None = Field(
+        None, description="model name; default: the default model", examples=["digits-cnn"]
+    )
+    version: int | None = Field(
+        None, ge=1, description="model version; default: the highest", examples=[1]
+    )
+    top_k: int = Field(3, ge=1, description="how many classes to return (1..classes)", examples=[3])
+
+
+class InputInfo(_Body):
+    name: str = Field(examples=["input"])
+    dtype: str = Field(examples=["float32"])
+    shape: list[int] = Field(
+        description="-1 marks the dynamic batch axis", examples=[[-1, 1, 8, 8]]
+    )
+    layout: str = Field(examples=["NCHW"])
+
+
+class ModelInfo(_Body):
+    name: str = Field(examples=["digits-cnn"])
+    version: int = Field(examples=[1])
+    default: bool = Field(description="answers requests that name no model", examples=[True])
+    latest: bool = Field(description="answers requests that name no version", examples=[True])
+    task: str = Field(examples=["image-classification"])
+    arch: str = Field(examples=["mnist-cnn"])
+    input: InputInfo
+    preprocessing: dict[str, Any] = Field(description="how an image becomes the input tensor")
+    labels: list[str] = Field(examples=[["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]])
+    dataset: str = Field(examples=["digits"])
+    test_accuracy: float = Field(examples=[0.9861])
+    provider: str = Field(
+        description="onnxruntime execution provider in use", examples=["CPUExecutionProvider"]
+    )
+    sha256: str = Field(description="sha256 of model.onnx", examples=["f9b1...7337"])
+
+
+class ModelsResponse(_Body):
+    default_model: str = Field(examples=["digits-cnn"])
+    models: list[ModelInfo]
+
+
+class ErrorResponse(_Body):
+    error: str = Field(description="what went wrong, for people", examples=["not found"])
+    detail: Any = Field(
+        None,
+        description="machine-readable specifics, e.g. the field at fault",
+        examples=[{"model": "nope", "available": ["digits-cnn"]}],
+    )
+
+
+class HealthResponse(_Body):
+    status: str = Field(examples=["ok"])
+
+
+class ReadyResponse(_Body):
+    ready: bool = Field(examples=[True])
+    models: list[str] = Field(
+        description="loaded and warmed name:version pairs",
+        examples=[["digits-cnn:1", "digits-lstm:1"]],
+    )

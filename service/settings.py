@@ -1,0 +1,79 @@
+"""Every service setting in one place: environment variables with the DIGITSERVE_ prefix."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "DIGITSERVE_"
+
+
+class ServiceSettings(BaseSettings):
+    """Resolved from DIGITSERVE_<FIELD> environment variables (e.g. DIGITSERVE_MODEL_REPO)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    model_repo: Path = Field(Path("exports"), description="the model repository folder")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="what to load: 'name' (its versions per `versions`) or 'name:version'; "
+        "empty loads every model in the repository",
+    )
+    versions: Literal["all", "latest"] = Field("all", description="versions of a named model")
+    default_model: str | None = Field(None, description="model used when a request names none")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    ort_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per worker")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="auto: CUDA when onnxruntime-gpu sees a GPU, else CPU; "
+        "cuda: fail start-up unless CUDA is available",
+    )
+    max_batch_size: int = Field(32, ge=1, le=4096, description="images per onnxruntime call")
+    max_latency_ms: int = Field(
+        1000,
+        ge=1,
+        description="adaptive batching budget: a request expected to wait longer "
+        "is answered 503 at once",
+    )
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="per request body")
+    max_image_pixels: int = Field(
+        25_000_000, ge=1, description="width x height limit, checked before decoding"
+    )
+    max_batch_images: int = Field(64, ge=1, description="images per /predict/batch request")
+    request_timeout_s: float = Field(60.0, gt=0, description="BentoML's per-request timeout")
+    access_log: bool = Field(False, description="BentoML's per-request access log line")
+    warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [1, 8, 32])
+
+    @field_validator("models", "warmup_batch_sizes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # From the environment: "a,b" (NoDecode keeps pydantic-settings from expecting JSON).
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _model_specs(cls, specs: list[str]) -> list[str]:
+        for spec in specs:
+            name, _, version = spec.partition(":")
+            if not name or (version and not version.isdigit()):
+                raise ValueError(f"{spec!r} is not 'name' or 'name:version'")
+        return specs
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a worker process."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+        return env
