@@ -1,0 +1,461 @@
+"""The HTTP API: FastAPI routes mounted into the BentoML service.
+
+Each request runs the stages in order: read (size-limited) -> decode -> validate -> preprocess
+-> batch + infer -> postprocess -> JSON. Everything before the batch happens per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import decode
+from service.errors import (
+    ApiError,
+    BadRequest,
+    InvalidImage,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from service.models import LoadedModel
+from service.postprocess import top_k as rank
+from service.runtime import Runtime
+from service.schemas import (
+    BatchPredictResponse,
+    ErrorResponse,
+    HealthResponse,
+    ImageResult,
+    JsonPredictRequest,
+    ModelInfo,
+    ModelsResponse,
+    PredictResponse,
+    ReadyResponse,
+)
+
+log = logging.getLogger("digitserve")
+
+# Images larger than this are decoded in a thread so the event loop keeps serving others.
+THREAD_DECODE_BYTES = 256 * 1024
+
+OUTCOME_OF: dict[type[ApiError], str] = {
+    InvalidImage: "invalid_image",
+    UnsupportedMediaType: "unsupported_media_type",
+    PayloadTooLarge: "payload_too_large",
+    NotFound: "not_found",
+    ValidationFailed: "validation_failed",
+    BadRequest: "validation_failed",
+    ServiceUnavailable: "overloaded",
+}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in [
+        (400, "undecodable image or malformed request"),
+        (404, "unknown model or version"),
+        (413, "request body, image or pixel count over the limit"),
+        (415, "not a PNG, JPEG, GIF, BMP or WebP image"),
+        (422, "a field is missing or out of range (the detail names it)"),
+        (503, "overloaded or not ready; retry after the Retry-After seconds"),
+    ]
+}
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over the limit, by Content-Length or while streaming, before any
+    parsing; stamps when the request arrived for `latency_ms`."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: Callable[[], int]) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope.setdefault("state", {})["received"] = time.perf_counter()
+        limit = self.max_body_bytes()
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _send_error(
+                send,
+                PayloadTooLarge(
+                    "the request body is larger than the upload limit",
+                    detail={"bytes": int(length), "limit_bytes": limit},
+                ),
+            )
+            return
+        seen = 0
+        too_large: PayloadTooLarge | None = None
+        answered = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    too_large = PayloadTooLarge(
+                        "the request body is larger than the upload limit",
+                        detail={"limit_bytes": limit},
+                    )
+                    raise too_large
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # Whatever the app makes of the aborted read (FastAPI answers 400), the client gets
+            # the 413 that explains it.
+            nonlocal answered
+            if too_large is None:
+                await send(message)
+            elif not answered and message["type"] == "http.response.start":
+                answered = True
+                await _send_error(send, too_large)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except PayloadTooLarge:
+            if not answered and too_large is not None:
+                answered = True
+                await _send_error(send, too_large)
+
+
+async def _send_error(send: Send, exc: ApiError) -> None:
+    response = error_response(exc)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None or not runtime.ready:
+        raise ServiceUnavailable("not ready: models are still loading", detail={"ready": False})
+    return runtime
+
+
+def check_top_k(top_k: int, model: LoadedModel) -> None:
+    classes = len(model.manifest.labels)
+    if not 1 <= top_k <= classes:
+        raise ValidationFailed(
+            f"top_k must be between 1 and {classes} for {model.key}",
+            detail=[
+                {"field": "top_k", "message": f"must be between 1 and {classes}", "value": top_k}
+            ],
+        )
+
+
+async def to_input(runtime: Runtime, model: LoadedModel, data: bytes) -> np.ndarray:
+    """decode -> validate -> preprocess one image, timed per model."""
+    started = time.perf_counter()
+    settings = runtime.settings
+    work = functools.partial(
+        decode.preprocess,
+        data,
+        model.manifest.preprocessing,
+        max_bytes=settings.max_upload_bytes,
+        max_pixels=settings.max_image_pixels,
+    )
+    x = await run_in_threadpool(work) if len(data) > THREAD_DECODE_BYTES else work()
+    runtime.metrics.preprocess_seconds.labels(model.name, str(model.version)).observe(
+        time.perf_counter() - started
+    )
+    return x
+
+
+T = TypeVar("T")
+
+
+async def counted(
+    runtime: Runtime,
+    endpoint: str,
+    model_name: str | None,
+    version: int | None,
+    work: Callable[[], Awaitable[T]],
+) -> T:
+    """Run `work`, counting the request by model, version and outcome."""
+    model_label, version_label = model_name or runtime.models.default_model, ""
+    try:
+        model = runtime.models.resolve(model_name, version)
+        model_label, version_label = model.name, str(model.version)
+        result = await work()
+    except ApiError as exc:
+        outcome = next((o for cls, o in OUTCOME_OF.items() if isinstance(exc, cls)), "error")
+        if outcome == "not_found":
+            model_label = "unknown"  # never a client-chosen label value
+        runtime.metrics.requests.labels(model_label, version_label, endpoint, outcome).inc()
+        raise
+    runtime.metrics.requests.labels(model_label, version_label, endpoint, "ok").inc()
+    return result
+
+
+def elapsed_ms(request: Request) -> float:
+    received = getattr(request.state, "received", None) or time.perf_counter()
+    return round((time.perf_counter() - received) * 1000, 3)
+
+
+async def predict_one(
+    request: Request,
+    endpoint: str,
+    data: bytes,
+    model_name: str | None,
+    version: int | None,
+    top_k: int,
+) -> PredictResponse:
+    runtime = runtime_of(request)
+
+    async def work() -> PredictResponse:
+        model = runtime.models.resolve(model_name, version)
+        check_top_k(top_k, model)
+        x = await to_input(runtime, model, data)
+        logits = await runtime.batcher(model).infer(x)
+        return PredictResponse(
+            model=model.name,
+            version=model.version,
+            predictions=rank(logits[0], model.manifest.labels, top_k),
+            latency_ms=elapsed_ms(request),
+        )
+
+    return await counted(runtime, endpoint, model_name, version, work)
+
+
+ModelField = Annotated[
+    str | None,
+    Form(
+        max_length=64, description="model name; default: the default model", examples=["digits-cnn"]
+    ),
+]
+VersionField = Annotated[
+    int | None, Form(ge=1, description="model version; default: the highest loaded", examples=[1])
+]
+TopKField = Annotated[
+    int, Form(ge=1, description="how many classes to return (1..classes)", examples=[3])
+]
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    """The API. `runtime` may be attached later (the BentoML service does so per worker)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt: Runtime | None = getattr(app.state, "runtime", None)
+        if rt is not None and not rt.ready:
+            await rt.start()
+        yield
+        if rt is not None:
+            await rt.stop()
+
+    app = FastAPI(
+        title="digitserve",
+        summary="Image classification over an ONNX model repository, with adaptive batching.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # BentoML serves the OpenAPI page at / and merges these routes into it
+        redoc_url=None,
+        responses=ERROR_RESPONSES,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+
+    def max_body() -> int:
+        rt: Runtime | None = getattr(app.state, "runtime", None)
+        return rt.settings.max_upload_bytes if rt else 10 * 1024 * 1024
+
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body)
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
+        log.info("rejected %s %s: %d %s", request.method, request.url.path, exc.status, exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": None, "message": f"the body is not valid JSON ({err['ctx']['error']})"}
+            if err["type"] == "json_invalid"
+            else {
+                "field": ".".join(str(p) for p in err["loc"] if p not in ("body", "query")) or None,
+                "message": err["msg"],
+            }
+            for err in exc.errors()
+        ]
+        return await on_api_error(request, ValidationFailed(detail=problems))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(ApiError("internal error", detail=None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = ApiError(str(exc.detail).lower(), status=exc.status_code)
+        return await on_api_error(request, error)
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        tags=["predict"],
+        summary="Classify one uploaded image",
+    )
+    async def predict(
+        request: Request,
+        image: Annotated[UploadFile, File(description="PNG, JPEG, GIF, BMP or WebP image")],
+        model: ModelField = None,
+        version: VersionField = None,
+        top_k: TopKField = 3,
+    ) -> PredictResponse:
+        form = await request.form()
+        if len(form.getlist("image")) != 1:
+            raise BadRequest(
+                "send exactly one 'image' part; use /predict/batch for several",
+                detail={"field": "image", "parts": len(form.getlist("image"))},
+            )
+        return await predict_one(request, "/predict", await image.read(), model, version, top_k)
+
+    @app.post(
+        "/predict/json",
+        response_model=PredictResponse,
+        tags=["predict"],
+        summary="Classify one base64-encoded image sent as JSON",
+    )
+    async def predict_json(request: Request, body: JsonPredictRequest) -> PredictResponse:
+        try:
+            data = base64.b64decode(body.image_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(
+                "image_base64 is not valid base64", detail={"field": "image_base64"}
+            ) from None
+        return await predict_one(
+            request, "/predict/json", data, body.model, body.version, body.top_k
+        )
+
+    @app.post(
+        "/predict/batch",
+        response_model=BatchPredictResponse,
+        tags=["predict"],
+        summary="Classify several uploaded images in one request",
+    )
+    async def predict_batch(
+        request: Request,
+        images: Annotated[
+            list[UploadFile], File(description="several images, each a part named 'images'")
+        ],
+        model: ModelField = None,
+        version: VersionField = None,
+        top_k: TopKField = 3,
+    ) -> BatchPredictResponse:
+        runtime = runtime_of(request)
+        limit = runtime.settings.max_batch_images
+        if len(images) > limit:
+            raise PayloadTooLarge(
+                f"at most {limit} images per request",
+                detail={"images": len(images), "limit": limit},
+            )
+
+        async def work() -> BatchPredictResponse:
+            resolved = runtime.models.resolve(model, version)
+            check_top_k(top_k, resolved)
+            inputs = []
+            for i, upload in enumerate(images):
+                try:
+                    inputs.append(await to_input(runtime, resolved, await upload.read()))
+                except ApiError as exc:
+                    exc.detail = {
+                        "image": i,
+                        "filename": upload.filename,
+                        **(exc.detail if isinstance(exc.detail, dict) else {}),
+                    }
+                    raise
+            logits = await runtime.batcher(resolved).infer(np.concatenate(inputs))
+            results = [
+                ImageResult(
+                    index=i,
+                    filename=upload.filename,
+                    predictions=rank(row, resolved.manifest.labels, top_k),
+                )
+                for i, (upload, row) in enumerate(zip(images, logits, strict=True))
+            ]
+            return BatchPredictResponse(
+                model=resolved.name,
+                version=resolved.version,
+                results=results,
+                latency_ms=elapsed_ms(request),
+            )
+
+        return await counted(runtime, "/predict/batch", model, version, work)
+
+    @app.get(
+        "/models",
+        response_model=ModelsResponse,
+        tags=["models"],
+        summary="Loaded models and versions with their manifests' summaries",
+    )
+    async def list_models(request: Request) -> ModelsResponse:
+        runtime = runtime_of(request)
+        registry = runtime.models
+        infos = [
+            ModelInfo(
+                name=m.name,
+                version=m.version,
+                default=m.name == registry.default_model,
+                latest=m.version == registry.latest_version(m.name),
+                task=m.manifest.task,
+                arch=m.manifest.arch,
+                input=m.manifest.input.model_dump(),
+                preprocessing=m.manifest.preprocessing.model_dump(mode="json"),
+                labels=m.manifest.labels,
+                dataset=m.manifest.training.dataset,
+                test_accuracy=m.manifest.training.test_accuracy,
+                provider=m.provider,
+                sha256=m.manifest.sha256,
+            )
+            for m in registry
+        ]
+        return ModelsResponse(default_model=registry.default_model, models=infos)
+
+    @app.get(
+        "/livez",
+        response_model=HealthResponse,
+        tags=["health"],
+        summary="Liveness: the process answers",
+    )
+    async def livez() -> HealthResponse:
+        return HealthResponse(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=ReadyResponse,
+        tags=["health"],
+        summary="Readiness: every configured model is loaded and warmed",
+    )
+    async def readyz(request: Request) -> ReadyResponse:
+        runtime = runtime_of(request)  # 503 + Retry-After until ready
+        return ReadyResponse(ready=True, models=list(runtime.batchers))
+
+    return app

@@ -1,0 +1,95 @@
+"""The BentoML service: one per worker process, serving the FastAPI app over the runtime.
+
+`python -m service` runs `bentoml serve service.bento:DigitServe` with the settings in the
+environment; BentoML supplies the processes, /metrics, the OpenAPI page at / and graceful
+shutdown, the mounted app supplies the API.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import bentoml
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.app import create_app, error_response
+from service.errors import MethodNotAllowed, NotFound
+from service.logs import configure_logging
+from service.runtime import Runtime
+from service.settings import ServiceSettings
+
+SETTINGS = ServiceSettings()
+app = create_app()
+log = logging.getLogger("digitserve")
+
+
+class ApiShape:
+    """Outermost middleware that keeps BentoML's own answers in the API's shape.
+
+    /livez and /readyz go to the API app ahead of BentoML's plain-text probes (so they answer
+    JSON, and 503 with Retry-After while not ready); BentoML's plain-text 404/405 for paths
+    outside the API become the JSON error shape.
+    """
+
+    PROBES = frozenset({"/livez", "/readyz"})
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.bentoml_app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.bentoml_app(scope, receive, send)
+            return
+        if scope["path"] in self.PROBES:
+            await app(scope, receive, send)
+            return
+        replaced: int | None = None
+
+        async def json_errors(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] in (404, 405):
+                headers = dict(message.get("headers", []))
+                if headers.get(b"content-type", b"").startswith(b"text/plain"):
+                    replaced = message["status"]
+                    return
+            if replaced is not None and message["type"] == "http.response.body":
+                if not message.get("more_body", False):
+                    error = (
+                        NotFound(f"no endpoint at {scope['path']}")
+                        if replaced == 404
+                        else MethodNotAllowed(detail={"method": scope["method"]})
+                    )
+                    response = error_response(error)
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": response.status_code,
+                            "headers": response.raw_headers,
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": response.body})
+                return
+            await send(message)
+
+        await self.bentoml_app(scope, receive, json_errors)
+
+
+@bentoml.service(
+    name="digitserve",
+    workers=SETTINGS.workers,
+    traffic={"timeout": SETTINGS.request_timeout_s},
+    logging={"access": {"enabled": SETTINGS.access_log}},
+)
+@bentoml.asgi_app(app, path="/")
+class DigitServe:
+    def __init__(self) -> None:
+        configure_logging()
+        self.runtime = Runtime(SETTINGS)  # loads and warms every model, or fails start-up
+        app.state.runtime = self.runtime
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.ready
+
+
+cast(Any, DigitServe).add_asgi_middleware(ApiShape)  # the decorators return a Service

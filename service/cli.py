@@ -1,0 +1,116 @@
+"""`python -m service`: check the settings and the model repository, then exec `bentoml serve`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from service.settings import ENV_PREFIX, ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE = "service.bento:DigitServe"
+
+# flag -> setting; a flag given on the command line overrides the environment.
+FLAGS = {
+    "model_repo": "--model-repo",
+    "models": "--models",
+    "default_model": "--default-model",
+    "workers": "--workers",
+    "ort_threads": "--ort-threads",
+    "device": "--device",
+    "max_batch_size": "--max-batch-size",
+    "max_latency_ms": "--max-latency-ms",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve the ONNX model repository over HTTP (BentoML + onnxruntime). "
+        f"Every setting can also be given as an environment variable {ENV_PREFIX}<NAME>.",
+    )
+    p.add_argument(
+        "--host",
+        default=os.environ.get(f"{ENV_PREFIX}HOST", "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 in containers)",
+    )
+    p.add_argument("--port", type=int, default=int(os.environ.get(f"{ENV_PREFIX}PORT", "3000")))
+    p.add_argument("--model-repo", help="model repository folder (default exports)")
+    p.add_argument("--models", help="comma-separated 'name' or 'name:version' (default: all)")
+    p.add_argument("--default-model", help="model for requests that name none")
+    p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    p.add_argument("--ort-threads", type=int, help="onnxruntime threads per worker (default 1)")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="auto (default): CUDA if available; cuda: fail without a GPU",
+    )
+    p.add_argument("--max-batch-size", type=int, help="images per onnxruntime call (32)")
+    p.add_argument("--max-latency-ms", type=int, help="adaptive batching budget (1000)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="load every model once, print the resolved settings and exit",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    for field, flag in FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            os.environ[f"{ENV_PREFIX}{field.upper()}"] = str(value)
+    try:
+        settings = ServiceSettings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = ENV_PREFIX + ".".join(str(p) for p in err["loc"]).upper()
+            print(f"error: {name}: {err['msg']}", file=sys.stderr)
+        return 2
+    # Imported after the settings are known so `--help` answers without onnxruntime.
+    from service.models import StartupError, load_registry
+
+    try:
+        # Load every model once here (sha256, onnxruntime, provider): a bad repository or a
+        # GPU setting without a GPU stops start-up with one clear line, instead of BentoML
+        # restarting workers that fail the same way.
+        registry = load_registry(settings)
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"digitserve settings: {settings.model_dump_json()}", file=sys.stderr)
+    for model in registry:
+        print(
+            f"digitserve model {model.key} provider={model.provider} "
+            f"sha256={model.manifest.sha256}",
+            file=sys.stderr,
+        )
+    if args.check:
+        return 0
+    env = {**os.environ, **settings.to_env(), "BENTOML_DO_NOT_TRACK": "true"}
+    # BentoML keeps the workers' Prometheus files under BENTOML_HOME and empties that folder
+    # at start, so two servers sharing the default ~/bentoml would wipe each other's metrics.
+    env.setdefault("BENTOML_HOME", str(Path(tempfile.gettempdir()) / f"digitserve-{args.port}"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        SERVICE,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--working-dir",
+        str(ROOT),
+    ]
+    print(f"digitserve: listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    os.execve(sys.executable, command, env)  # keeps the PID: signals reach bentoml directly
+    return 0  # not reached

@@ -1,0 +1,101 @@
+"""The project's Prometheus metrics, per model and version, beside BentoML's own.
+
+prometheus_client is imported when ServiceMetrics is built, not when this module is: BentoML
+sets PROMETHEUS_MULTIPROC_DIR in each worker after the service module is imported, and the
+client picks its (multi-process) storage at import time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+NAMESPACE = "digitserve"
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+OUTCOMES = (
+    "ok",
+    "invalid_image",
+    "unsupported_media_type",
+    "payload_too_large",
+    "not_found",
+    "validation_failed",
+    "overloaded",
+    "error",
+)
+
+
+class ServiceMetrics:
+    """Counters and histograms labelled by model and version."""
+
+    def __init__(self, max_batch_size: int, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+        reg = registry if registry is not None else REGISTRY
+        labels = ("model", "version")
+        self.requests = Counter(
+            "requests",
+            "Prediction requests by endpoint and outcome",
+            (*labels, "endpoint", "outcome"),
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self.preprocess_seconds = Histogram(
+            "preprocess_seconds",
+            "Decode + validate + preprocess time per image",
+            labels,
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.inference_seconds = Histogram(
+            "inference_seconds",
+            "Time of one onnxruntime call",
+            labels,
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.queue_wait_seconds = Histogram(
+            "queue_wait_seconds",
+            "Time an image waited for its batch to start",
+            labels,
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=LATENCY_BUCKETS,
+        )
+        buckets = [1.0]
+        while buckets[-1] < max_batch_size:
+            buckets.append(min(buckets[-1] * 2, float(max_batch_size)))
+        self.batch_images = Histogram(
+            "batch_images",
+            "Images per onnxruntime call",
+            labels,
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=buckets,
+        )
+        self.model_info = Gauge(
+            "model_info",
+            "Loaded model versions (value 1) with provider and sha256",
+            (*labels, "arch", "provider", "sha256"),
+            namespace=NAMESPACE,
+            registry=reg,
+            multiprocess_mode="max",
+        )
