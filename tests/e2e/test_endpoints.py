@@ -1,0 +1,131 @@
+"""Every endpoint of a real server process, as a client sees it."""
+
+import base64
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import ROOT, Server
+
+SEVEN = (ROOT / "examples" / "digits" / "7.png").read_bytes()
+
+
+def test_probes(server: Server) -> None:
+    assert httpx.get(f"{server.url}/livez").json() == {"status": "ok"}
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert ready == {"ready": True, "models": ["digits-cnn:1", "digits-lstm:1"]}
+
+
+def test_models(server: Server) -> None:
+    body = httpx.get(f"{server.url}/models").json()
+    assert body["default_model"] == "digits-cnn"
+    by_name = {m["name"]: m for m in body["models"]}
+    assert set(by_name) == {"digits-cnn", "digits-lstm"}
+    cnn = by_name["digits-cnn"]
+    assert cnn["provider"] == "CPUExecutionProvider"
+    assert cnn["input"] == {
+        "name": "input",
+        "dtype": "float32",
+        "shape": [-1, 1, 8, 8],
+        "layout": "NCHW",
+    }
+    assert cnn["labels"] == [str(i) for i in range(10)]
+    assert cnn["test_accuracy"] >= 0.97 and cnn["default"] and cnn["latest"]
+    assert len(cnn["sha256"]) == 64 and cnn["preprocessing"]["color"] == "L"
+
+
+@pytest.mark.parametrize("model", ["digits-cnn", "digits-lstm"])
+def test_predict(server: Server, model: str) -> None:
+    r = httpx.post(
+        f"{server.url}/predict",
+        files={"image": ("7.png", SEVEN, "image/png")},
+        data={"model": model, "top_k": "3"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == model and body["version"] == 1
+    assert body["predictions"][0]["label"] == "7"
+    assert len(body["predictions"]) == 3
+    probabilities = [p["probability"] for p in body["predictions"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert body["latency_ms"] > 0
+
+
+def test_predict_defaults_to_default_model_latest_version_top3(server: Server) -> None:
+    body = httpx.post(f"{server.url}/predict", files={"image": SEVEN}).json()
+    assert (body["model"], body["version"], len(body["predictions"])) == ("digits-cnn", 1, 3)
+
+
+def test_predict_json(server: Server) -> None:
+    r = httpx.post(
+        f"{server.url}/predict/json",
+        json={
+            "image_base64": base64.b64encode(SEVEN).decode(),
+            "top_k": 1,
+            "model": "digits-lstm",
+            "version": 1,
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["label"] == "7"
+    assert len(r.json()["predictions"]) == 1
+
+
+def test_predict_batch_keeps_order(server: Server) -> None:
+    digits = [3, 1, 4, 1, 5, 9, 2, 6]
+    files = [
+        ("images", (f"{d}.png", (ROOT / f"examples/digits/{d}.png").read_bytes(), "image/png"))
+        for d in digits
+    ]
+    r = httpx.post(f"{server.url}/predict/batch", files=files, data={"top_k": "2"})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["index"] for x in results] == list(range(len(digits)))
+    assert [x["filename"] for x in results] == [f"{d}.png" for d in digits]
+    assert [x["predictions"][0]["label"] for x in results] == [str(d) for d in digits]
+    assert all(len(x["predictions"]) == 2 for x in results)
+
+
+def test_metrics_are_exposed_and_promtool_clean(server: Server, tmp_path: Path) -> None:
+    httpx.post(f"{server.url}/predict", files={"image": SEVEN})
+    httpx.post(f"{server.url}/predict", files={"image": b"nope"})
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in (
+        "digitserve_requests_total",
+        "digitserve_preprocess_seconds_bucket",
+        "digitserve_inference_seconds_bucket",
+        "digitserve_batch_images_bucket",
+        "digitserve_queue_wait_seconds_bucket",
+        "digitserve_model_info",
+        "bentoml_service_request_duration_seconds_bucket",
+    ):
+        assert name in text, name
+    assert 'outcome="ok"' in text and 'outcome="unsupported_media_type"' in text
+    assert 'provider="CPUExecutionProvider"' in text
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing in CI: .ci/run must install Debian's prometheus")
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    (tmp_path / "metrics.txt").write_text(text)
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, text=True, capture_output=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_openapi_documents_every_endpoint_with_examples(server: Server) -> None:
+    spec = httpx.get(f"{server.url}/docs.json").json()
+    for path in ("/predict", "/predict/batch", "/predict/json", "/models", "/livez", "/readyz"):
+        assert path in spec["paths"], path
+    predict = spec["paths"]["/predict"]["post"]
+    assert {"200", "400", "404", "413", "415", "422", "503"} <= set(predict["responses"])
+    schemas = spec["components"]["schemas"]
+    for field in ("model", "version", "predictions", "latency_ms"):
+        prop = schemas["PredictResponse"]["properties"][field]
+        assert prop.get("description") or prop.get("examples"), field
+    assert httpx.get(f"{server.url}/").status_code == 200  # the OpenAPI page

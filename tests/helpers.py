@@ -1,0 +1,121 @@
+"""Test helpers shared by the tiers: real digit images as PNG bytes, offline predictions, and a
+real server process on a free loopback port."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+
+from modelrepo.layout import list_versions, open_version
+from modelrepo.preprocess import image_to_pixels, pixels_to_image, pixels_to_input
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPORTS = ROOT / "exports"
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    pixels_to_image(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digits_test_pngs() -> tuple[list[bytes], np.ndarray]:
+    """The bundled digits' whole test split as PNG files, and their labels."""
+    from training.data import load_dataset
+
+    data = load_dataset("digits")
+    return [png_bytes(p) for p in data.test_images], data.test_labels
+
+
+def offline_probabilities(name: str, pngs: list[bytes]) -> np.ndarray:
+    """What onnxruntime answers for these PNG bytes with the manifest's preprocessing, no server."""
+    from PIL import Image
+
+    version = open_version(EXPORTS, name, list_versions(EXPORTS, name)[-1])
+    spec = version.manifest.preprocessing
+    pixels = []
+    for data in pngs:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels.append(image_to_pixels(image, spec))
+    session = ort.InferenceSession(str(version.model_path), providers=["CPUExecutionProvider"])
+    logits = session.run(
+        None, {version.manifest.input.name: pixels_to_input(np.stack(pixels), spec)}
+    )[0]
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def running_server(
+    log_path: Path, *args: str, env: dict[str, str] | None = None, ready_timeout_s: float = 90
+) -> Iterator[Server]:
+    """`python -m service` on a free loopback port, waited on via /readyz, stopped by its
+    process group (only the processes this started)."""
+    port = free_port()
+    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), *args]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {ready_timeout_s} s:\n{server.log()}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

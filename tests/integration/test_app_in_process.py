@@ -1,0 +1,142 @@
+"""The API app in-process over the real bundled models, with many concurrent requests."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from service.app import create_app
+from service.runtime import Runtime
+from service.settings import ServiceSettings
+from tests.helpers import EXPORTS, ROOT, digits_test_pngs
+
+SEVEN = (ROOT / "examples" / "digits" / "7.png").read_bytes()
+
+
+def run_with_app(
+    check: Callable[[httpx.AsyncClient, Runtime, CollectorRegistry], Awaitable[None]],
+    *,
+    start: bool = True,
+    **settings: object,
+) -> None:
+    """Build a Runtime on the real exports, start it, and hand a client for its app to `check`."""
+
+    async def main() -> None:
+        registry = CollectorRegistry()
+        runtime = Runtime(ServiceSettings(model_repo=EXPORTS, **settings), registry)  # type: ignore[arg-type]
+        if start:
+            await runtime.start()
+        transport = httpx.ASGITransport(app=create_app(runtime))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                await check(client, runtime, registry)
+        finally:
+            await runtime.stop()
+
+    asyncio.run(main())
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_concurrent_requests_are_batched_into_fewer_onnxruntime_calls() -> None:
+    pngs, labels = digits_test_pngs()
+
+    async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
+        responses = await asyncio.gather(
+            *(client.post("/predict", files={"image": png}, data={"top_k": "1"}) for png in pngs)
+        )
+        assert all(r.status_code == 200 for r in responses)
+        predicted = [int(r.json()["predictions"][0]["label"]) for r in responses]
+        assert sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels) > 0.97
+        m = {"model": "digits-cnn", "version": "1"}
+        calls = sample(reg, "digitserve_batch_images_count", **m)
+        images = sample(reg, "digitserve_batch_images_sum", **m)
+        single = sample(reg, "digitserve_batch_images_bucket", le="1.0", **m)
+        assert images == len(pngs)
+        assert calls < images / 4, f"{images} images in {calls} onnxruntime calls"
+        assert single < calls
+        assert sample(
+            reg, "digitserve_requests_total", endpoint="/predict", outcome="ok", **m
+        ) == len(pngs)
+
+    run_with_app(check)
+
+
+def test_a_bad_request_never_fails_the_others_in_its_batch() -> None:
+    async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
+        bodies = [SEVEN] * 31 + [b"\x89PNG\r\n\x1a\ncorrupt"] + [SEVEN] * 31
+        responses = await asyncio.gather(
+            *(client.post("/predict", files={"image": b}) for b in bodies)
+        )
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(200) == 62 and statuses[31] == 400
+        assert all(
+            r.json()["predictions"][0]["label"] == "7" for r in responses if r.status_code == 200
+        )
+
+    run_with_app(check)
+
+
+def test_not_ready_answers_503_with_retry_after() -> None:
+    async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
+        for response in (
+            await client.get("/readyz"),
+            await client.post("/predict", files={"image": SEVEN}),
+        ):
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["error"].startswith("not ready")
+        assert (await client.get("/livez")).status_code == 200
+
+    run_with_app(check, start=False)
+
+
+def test_overload_is_shed_at_once_with_503_and_retry_after() -> None:
+    # A 1 ms budget cannot hold a burst of 400 requests: the dispatcher sheds what would wait
+    # longer, and those clients hear so at once, in the API's shape.
+    async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
+        responses = await asyncio.gather(
+            *(client.post("/predict", files={"image": SEVEN}) for _ in range(400))
+        )
+        shed = [r for r in responses if r.status_code == 503]
+        assert shed, "nothing was shed"
+        assert {r.status_code for r in responses} <= {200, 503}
+        for r in shed:
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["detail"] == {"reason": "latency_budget"}
+        assert sample(
+            reg,
+            "digitserve_requests_total",
+            model="digits-cnn",
+            version="1",
+            endpoint="/predict",
+            outcome="overloaded",
+        ) == len(shed)
+
+    run_with_app(check, max_latency_ms=1)
+
+
+def test_batch_endpoint_larger_than_max_batch_size_is_split_and_reassembled() -> None:
+    pngs, _ = digits_test_pngs()
+
+    async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
+        r = await client.post(
+            "/predict/batch", files=[("images", p) for p in pngs[:40]], data={"top_k": "1"}
+        )
+        assert r.status_code == 200, r.text
+        got = [int(x["predictions"][0]["label"]) for x in r.json()["results"]]
+        direct = await asyncio.gather(
+            *(client.post("/predict", files={"image": p}) for p in pngs[:40])
+        )
+        assert got == [int(d.json()["predictions"][0]["label"]) for d in direct]
+        m = {"model": "digits-cnn", "version": "1"}
+        assert sample(reg, "digitserve_batch_images_sum", **m) == 80
+        calls = sample(reg, "digitserve_batch_images_count", **m)
+        assert sample(reg, "digitserve_batch_images_bucket", le="8.0", **m) == calls  # all <= 8
+        assert calls >= 10  # 80 images, at most 8 per call
+
+    run_with_app(check, max_batch_size=8)
