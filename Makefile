@@ -1,12 +1,13 @@
 # Every target is listed by `make help`. Variables: PYTHON (the interpreter that creates .venv),
-# ARGS (extra pytest arguments for test).
+# PORT (serve), ARGS (extra pytest arguments for test).
 PYTHON ?= python3
 VENV   ?= .venv
+PORT   ?= 3000
 BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format models clean
+.PHONY: help install test test-all lint format serve models clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +37,9 @@ lint: ## ruff (lint + format check) and mypy
 format: ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+serve: install ## Serve the bundled models from exports/ on http://127.0.0.1:3000 (PORT=N to change)
+	$(BIN)/python -m service --model-repo exports --port $(PORT)
 
 models: install ## Retrain the bundled digits models and export them as new versions in exports/
 	$(BIN)/python -m training train --arch mnist-cnn --dataset digits --epochs 30 --out runs/digits-cnn
