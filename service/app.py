@@ -94,7 +94,7 @@ class BodyLimitMiddleware:
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await _send_error(
+            await send_error(
                 send,
                 PayloadTooLarge(
                     "the request body is larger than the upload limit",
@@ -127,17 +127,18 @@ class BodyLimitMiddleware:
                 await send(message)
             elif not answered and message["type"] == "http.response.start":
                 answered = True
-                await _send_error(send, too_large)
+                await send_error(send, too_large)
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except PayloadTooLarge:
             if not answered and too_large is not None:
                 answered = True
-                await _send_error(send, too_large)
+                await send_error(send, too_large)
 
 
-async def _send_error(send: Send, exc: ApiError) -> None:
+async def send_error(send: Send, exc: ApiError) -> None:
+    """Answer `exc` in the API's shape from ASGI middleware (outside FastAPI's handlers)."""
     response = error_response(exc)
     await send(
         {

@@ -13,7 +13,7 @@ from typing import Any, cast
 import bentoml
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.app import create_app, error_response
+from service.app import create_app, send_error
 from service.errors import MethodNotAllowed, NotFound
 from service.logs import configure_logging
 from service.runtime import Runtime
@@ -60,15 +60,7 @@ class ApiShape:
                         if replaced == 404
                         else MethodNotAllowed(detail={"method": scope["method"]})
                     )
-                    response = error_response(error)
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": response.status_code,
-                            "headers": response.raw_headers,
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": response.body})
+                    await send_error(send, error)
                 return
             await send(message)
 

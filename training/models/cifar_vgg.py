@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.models.heads import classifier_head
 from training.models.registry import register_model
 
 
@@ -42,13 +43,7 @@ class CifarVGG(nn.Module):
         flat = 128 * (h // 8) * (w // 8)
         if flat == 0:
             raise ValueError(f"cifar-vgg needs images of at least 8x8 pixels, got {h}x{w}")
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(flat, 1024),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(1024, num_classes),
-        )
+        self.classifier = classifier_head(flat, 1024, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))  # (B, num_classes) logits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.models.heads import classifier_head
 from training.models.registry import register_model
 
 
@@ -34,13 +35,7 @@ class FashionCNN(nn.Module):
             nn.Dropout(dropout),
         )
         flat = 128 * _strided(_strided(_strided(h))) * _strided(_strided(_strided(w)))
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(flat, 512),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(512, num_classes),
-        )
+        self.classifier = classifier_head(flat, 512, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))  # (B, num_classes) logits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.models.heads import classifier_head
 from training.models.registry import register_model
 
 
@@ -30,13 +31,7 @@ class MnistCNN(nn.Module):
         flat = 64 * (h // 4) * (w // 4)
         if flat == 0:
             raise ValueError(f"mnist-cnn needs images of at least 4x4 pixels, got {h}x{w}")
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(flat, 256),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(256, num_classes),
-        )
+        self.classifier = classifier_head(flat, 256, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))  # (B, num_classes) logits
