@@ -8,13 +8,31 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageOps
 
 from modelrepo.manifest import ImagePreprocessing
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+def normalize_image(image: Image.Image) -> Image.Image:
+    """Undo what a file format adds before the colour conversion: EXIF orientation (phone
+    photos), 16-bit depth (scaled, not clipped, to 8 bits) and transparency (composited onto
+    black, the background of the bundled digits)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.int64).clip(0, 65535) >> 8
+        image = Image.fromarray(values.astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba).convert("RGB")
+    return image
 
 
 def image_to_pixels(image: Image.Image, spec: ImagePreprocessing) -> NDArray[np.uint8]:
     """A decoded image as (H, W, C) uint8 pixels in the manifest's colour mode and size."""
+    image = normalize_image(image)
     if image.mode != spec.color:
         image = image.convert(spec.color)
     height, width = spec.size

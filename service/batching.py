@@ -68,6 +68,9 @@ class ModelBatcher:
 
     async def infer(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         """(N, C, H, W) -> (N, classes) logits, batched with whatever else is queued."""
+        if len(x) == 0:
+            # NOTE: onnxruntime aborts the whole process on an empty LSTM batch; never send one.
+            raise ValueError("infer() needs at least one image")
         now = time.perf_counter()
         chunks = [
             [Item(image, now) for image in x[i : i + self.max_batch_size]]

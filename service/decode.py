@@ -82,19 +82,10 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image
     return image
 
 
-def flatten_alpha(image: Image.Image) -> Image.Image:
-    """Composite transparent images onto black, the background of the bundled models' data."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image
-
-
 def image_to_input(image: Image.Image, spec: ImagePreprocessing) -> NDArray[np.float32]:
     """A decoded image -> the model's (1, C, H, W) input, by the manifest's preprocessing."""
     try:
-        return pixels_to_input(image_to_pixels(flatten_alpha(image), spec), spec)
+        return pixels_to_input(image_to_pixels(image, spec), spec)
     except (OSError, ValueError) as exc:  # e.g. a mode Pillow cannot convert
         raise InvalidImage(
             "the image could not be converted", detail={"mode": image.mode, "reason": str(exc)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,7 +26,7 @@ class ServiceSettings(BaseSettings):
     )
     versions: Literal["all", "latest"] = Field("all", description="versions of a named model")
     default_model: str | None = Field(None, description="model used when a request names none")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 64), ge=1, le=64)
     ort_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per worker")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
@@ -60,10 +61,17 @@ class ServiceSettings(BaseSettings):
     @classmethod
     def _model_specs(cls, specs: list[str]) -> list[str]:
         for spec in specs:
-            name, _, version = spec.partition(":")
-            if not name or (version and not version.isdigit()):
+            name, colon, version = spec.partition(":")
+            if not name or (colon and not re.fullmatch(r"[0-9]+", version)):
                 raise ValueError(f"{spec!r} is not 'name' or 'name:version'")
         return specs
+
+    @field_validator("warmup_batch_sizes")
+    @classmethod
+    def _positive_sizes(cls, sizes: list[int]) -> list[int]:
+        if any(n < 1 for n in sizes):
+            raise ValueError(f"warm-up batch sizes must be at least 1, got {sizes}")
+        return sizes
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a worker process."""

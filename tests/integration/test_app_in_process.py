@@ -4,6 +4,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import httpx
+import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from service.app import create_app
@@ -140,3 +142,15 @@ def test_batch_endpoint_larger_than_max_batch_size_is_split_and_reassembled() ->
         assert calls >= 10  # 80 images, at most 8 per call
 
     run_with_app(check, max_batch_size=8)
+
+
+def test_an_empty_batch_never_reaches_onnxruntime() -> None:
+    # onnxruntime aborts the process on an empty LSTM batch, so the batcher refuses one.
+    async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
+        for batcher in runtime.batchers.values():
+            with pytest.raises(ValueError, match="at least one image"):
+                await batcher.infer(np.zeros((0, 1, 8, 8), dtype=np.float32))
+        r = await client.post("/predict/batch", data={"model": "digits-lstm"})
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "images"
+
+    run_with_app(check)
