@@ -198,18 +198,17 @@ async def counted(
     endpoint: str,
     model_name: str | None,
     version: int | None,
-    work: Callable[[], Awaitable[T]],
+    work: Callable[[LoadedModel], Awaitable[T]],
 ) -> T:
-    """Run `work`, counting the request by model, version and outcome."""
-    model_label, version_label = model_name or runtime.models.default_model, ""
+    """Resolve the model a request names and run `work` on it, counting the request by model,
+    version and outcome (an unknown model is counted as "unknown", never the client's text)."""
+    model_label, version_label = "unknown", ""
     try:
         model = runtime.models.resolve(model_name, version)
         model_label, version_label = model.name, str(model.version)
-        result = await work()
+        result = await work(model)
     except ApiError as exc:
         outcome = next((o for cls, o in OUTCOME_OF.items() if isinstance(exc, cls)), "error")
-        if outcome == "not_found":
-            model_label = "unknown"  # never a client-chosen label value
         runtime.metrics.requests.labels(model_label, version_label, endpoint, outcome).inc()
         raise
     runtime.metrics.requests.labels(model_label, version_label, endpoint, "ok").inc()
@@ -231,8 +230,7 @@ async def predict_one(
 ) -> PredictResponse:
     runtime = runtime_of(request)
 
-    async def work() -> PredictResponse:
-        model = runtime.models.resolve(model_name, version)
+    async def work(model: LoadedModel) -> PredictResponse:
         check_top_k(top_k, model)
         x = await to_input(runtime, model, data)
         logits = await runtime.batcher(model).infer(x)
@@ -379,8 +377,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
                 detail={"images": len(images), "limit": limit},
             )
 
-        async def work() -> BatchPredictResponse:
-            resolved = runtime.models.resolve(model, version)
+        async def work(resolved: LoadedModel) -> BatchPredictResponse:
             check_top_k(top_k, resolved)
             inputs = []
             for i, upload in enumerate(images):
