@@ -18,7 +18,8 @@ from typing import Annotated, Any, TypeVar
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -148,6 +149,12 @@ async def send_error(send: Send, exc: ApiError) -> None:
         }
     )
     await send({"type": "http.response.body", "body": response.body})
+
+
+def json_body(body: BaseModel) -> Response:
+    """A response model as a ready JSON response: FastAPI passes a Response through as it is,
+    without validating and encoding the model a second time (response_model documents it)."""
+    return Response(body.model_dump_json(), media_type="application/json")
 
 
 def error_response(exc: ApiError) -> JSONResponse:
@@ -328,14 +335,15 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         model: ModelField = None,
         version: VersionField = None,
         top_k: TopKField = 3,
-    ) -> PredictResponse:
+    ) -> Response:
         form = await request.form()
         if len(form.getlist("image")) != 1:
             raise BadRequest(
                 "send exactly one 'image' part; use /predict/batch for several",
                 detail={"field": "image", "parts": len(form.getlist("image"))},
             )
-        return await predict_one(request, "/predict", await image.read(), model, version, top_k)
+        data = await image.read()
+        return json_body(await predict_one(request, "/predict", data, model, version, top_k))
 
     @app.post(
         "/predict/json",
@@ -343,15 +351,15 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         tags=["predict"],
         summary="Classify one base64-encoded image sent as JSON",
     )
-    async def predict_json(request: Request, body: JsonPredictRequest) -> PredictResponse:
+    async def predict_json(request: Request, body: JsonPredictRequest) -> Response:
         try:
             data = base64.b64decode(body.image_base64, validate=True)
         except (binascii.Error, ValueError):
             raise BadRequest(
                 "image_base64 is not valid base64", detail={"field": "image_base64"}
             ) from None
-        return await predict_one(
-            request, "/predict/json", data, body.model, body.version, body.top_k
+        return json_body(
+            await predict_one(request, "/predict/json", data, body.model, body.version, body.top_k)
         )
 
     @app.post(
@@ -368,7 +376,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         model: ModelField = None,
         version: VersionField = None,
         top_k: TopKField = 3,
-    ) -> BatchPredictResponse:
+    ) -> Response:
         runtime = runtime_of(request)
         limit = runtime.settings.max_batch_images
         if len(images) > limit:
@@ -406,7 +414,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
                 latency_ms=elapsed_ms(request),
             )
 
-        return await counted(runtime, "/predict/batch", model, version, work)
+        return json_body(await counted(runtime, "/predict/batch", model, version, work))
 
     @app.get(
         "/models",

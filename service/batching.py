@@ -48,14 +48,17 @@ class ModelBatcher:
         max_batch_size: int,
         max_latency_ms: int,
         metrics: ServiceMetrics,
+        in_thread: bool = True,
     ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
         self._labels = (model.name, str(model.version))
         self._metrics = metrics
-        # One thread per model: the dispatcher runs one batch at a time, and onnxruntime
-        # releases the GIL, so the event loop keeps parsing requests meanwhile.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=model.key)
+        # One thread per model (the dispatcher runs one batch at a time): onnxruntime releases
+        # the GIL, so the event loop keeps parsing requests meanwhile. Inline saves the handoff.
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=model.key) if in_thread else None
+        )
         # Lists are batched item by item (BentoML splits a list that does not fit the batch).
         self._dispatcher: CorkDispatcher[list[Item], list[NDArray[np.float32]]] = CorkDispatcher(
             max_latency_in_ms=max_latency_ms,
@@ -87,8 +90,11 @@ class ModelBatcher:
         started = time.perf_counter()
         items = [item for job in jobs for item in job]
         x = np.stack([item.x for item in items])  # (B, C, H, W)
-        loop = asyncio.get_running_loop()
-        logits = await loop.run_in_executor(self._executor, self.model.run, x)
+        if self._executor is not None:
+            loop = asyncio.get_running_loop()
+            logits = await loop.run_in_executor(self._executor, self.model.run, x)
+        else:
+            logits = self.model.run(x)
         if self.record_metrics:
             wait = self._metrics.queue_wait_seconds.labels(*self._labels)
             for item in items:
@@ -110,4 +116,5 @@ class ModelBatcher:
 
     def close(self) -> None:
         self._dispatcher.shutdown()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

@@ -47,6 +47,14 @@ class ServiceSettings(BaseSettings):
     max_batch_images: int = Field(64, ge=1, description="images per /predict/batch request")
     request_timeout_s: float = Field(60.0, gt=0, description="BentoML's per-request timeout")
     access_log: bool = Field(False, description="BentoML's per-request access log line")
+    tracing: bool = Field(
+        False, description="BentoML's OpenTelemetry span per request (configure an exporter "
+        "through BentoML to use them); off skips their cost"
+    )  # fmt: skip
+    inference_thread: bool = Field(
+        False, description="run onnxruntime in a thread beside the event loop (for large models "
+        "and GPUs); off (default) runs it inline, which costs less for small models"
+    )  # fmt: skip
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [1, 8, 32])
 
     @field_validator("models", "warmup_batch_sizes", mode="before")

@@ -44,7 +44,10 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
-def test_concurrent_requests_are_batched_into_fewer_onnxruntime_calls() -> None:
+@pytest.mark.parametrize("inference_thread", [False, True])
+def test_concurrent_requests_are_batched_into_fewer_onnxruntime_calls(
+    inference_thread: bool,
+) -> None:
     pngs, labels = digits_test_pngs()
 
     async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
