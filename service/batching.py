@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, NoReturn
 
 import numpy as np
-from bentoml._internal.marshal.dispatcher import CorkDispatcher
+from bentoml._internal.marshal.dispatcher import CorkDispatcher, Optimizer
 from numpy.typing import NDArray
 
 from service.errors import ServiceUnavailable
@@ -28,6 +28,25 @@ class Item(NamedTuple):
 
     x: NDArray[np.float32]
     submitted: float
+
+
+class BoundedWaitOptimizer(Optimizer):
+    """BentoML's dispatcher optimizer with a cap on the wait it learns.
+
+    The optimizer learns how long requests waited before their batch ran, and the dispatcher
+    then holds a lone request until that long has passed, and learns that wait again. After
+    one overload burst a single client's requests took ~87 ms each, for good (measured here).
+    Capping the learned wait breaks the loop; batches still form while one is running.
+    """
+
+    def __init__(self, max_latency_s: float, max_wait_s: float) -> None:
+        super().__init__(max_latency_s)
+        self.max_wait_s = max_wait_s
+
+    def trigger_refresh(self) -> None:
+        super().trigger_refresh()
+        # BentoML annotates `wait` as int, but it holds seconds as a float.
+        self.wait = min(self.wait, self.max_wait_s)  # type: ignore[assignment]
 
 
 def _overloaded() -> NoReturn:
@@ -49,6 +68,7 @@ class ModelBatcher:
         max_latency_ms: int,
         metrics: ServiceMetrics,
         in_thread: bool = True,
+        max_wait_ms: float = 2.0,
     ) -> None:
         self.model = model
         self.max_batch_size = max_batch_size
@@ -66,6 +86,7 @@ class ModelBatcher:
             fallback=_overloaded,
             get_batch_size=len,
         )
+        self._dispatcher.optimizer = BoundedWaitOptimizer(max_latency_ms / 1000, max_wait_ms / 1000)
         self._submit = self._dispatcher(self._run_batch)
         self.record_metrics = True  # off while warming up: those calls are not clients'
 

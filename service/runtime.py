@@ -58,6 +58,7 @@ class Runtime:
                 max_latency_ms=self.settings.max_latency_ms,
                 metrics=self.metrics,
                 in_thread=self.settings.inference_thread,
+                max_wait_ms=self.settings.max_batch_wait_ms,
             )
         for batcher in self.batchers.values():
             batcher.record_metrics = False

@@ -40,6 +40,9 @@ class ServiceSettings(BaseSettings):
         description="adaptive batching budget: a request expected to wait longer "
         "is answered 503 at once",
     )
+    max_batch_wait_ms: float = Field(
+        2.0, ge=0, description="longest the dispatcher may hold a request to grow its batch"
+    )
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="per request body")
     max_image_pixels: int = Field(
         25_000_000, ge=1, description="width x height limit, checked before decoding"
