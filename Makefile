@@ -18,10 +18,10 @@ $(BIN)/python:
 
 # The stamp makes `make test` skip pip when nothing it depends on changed.
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install -c constraints.txt -e '.[train,serve,loadtest,dev]'
+	$(BIN)/pip install -c constraints.txt -e '.[train,serve,loadtest,bench,dev]'
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv with the train, serve, loadtest and dev extras (pinned by constraints.txt)
+install: $(VENV)/.installed ## Create .venv with the train, serve, loadtest, bench and dev extras (pinned by constraints.txt)
 
 test: install ## Install, then run the default test suite (excludes tests marked slow)
 	$(BIN)/pytest -m "not slow" $(ARGS)

@@ -201,6 +201,7 @@ T = TypeVar("T")
 
 
 async def counted(
+    request: Request,
     runtime: Runtime,
     endpoint: str,
     model_name: str | None,
@@ -210,6 +211,7 @@ async def counted(
     """Resolve the model a request names and run `work` on it, counting the request by model,
     version and outcome (an unknown model is counted as "unknown", never the client's text)."""
     model_label, version_label = "unknown", ""
+    received = arrival(request)
     try:
         model = runtime.models.resolve(model_name, version)
         model_label, version_label = model.name, str(model.version)
@@ -219,12 +221,20 @@ async def counted(
         runtime.metrics.requests.labels(model_label, version_label, endpoint, outcome).inc()
         raise
     runtime.metrics.requests.labels(model_label, version_label, endpoint, "ok").inc()
+    runtime.metrics.request_seconds.labels(model_label, version_label, endpoint).observe(
+        time.perf_counter() - received
+    )
     return result
 
 
+def arrival(request: Request) -> float:
+    """When BodyLimitMiddleware saw the request arrive (perf_counter), or now."""
+    received: float | None = getattr(request.state, "received", None)
+    return received if received is not None else time.perf_counter()
+
+
 def elapsed_ms(request: Request) -> float:
-    received = getattr(request.state, "received", None) or time.perf_counter()
-    return round((time.perf_counter() - received) * 1000, 3)
+    return round((time.perf_counter() - arrival(request)) * 1000, 3)
 
 
 async def predict_one(
@@ -248,7 +258,7 @@ async def predict_one(
             latency_ms=elapsed_ms(request),
         )
 
-    return await counted(runtime, endpoint, model_name, version, work)
+    return await counted(request, runtime, endpoint, model_name, version, work)
 
 
 ModelField = Annotated[
@@ -414,7 +424,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
                 latency_ms=elapsed_ms(request),
             )
 
-        return json_body(await counted(runtime, "/predict/batch", model, version, work))
+        return json_body(await counted(request, runtime, "/predict/batch", model, version, work))
 
     @app.get(
         "/models",

@@ -56,6 +56,10 @@ class ServiceMetrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        self.request_seconds = Histogram(
+            "request_seconds", "Time from arrival to answer of successful prediction requests",
+            (*labels, "endpoint"), namespace=NAMESPACE, registry=reg, buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
         self.preprocess_seconds = Histogram(
             "preprocess_seconds",
             "Decode + validate + preprocess time per image",

@@ -76,12 +76,19 @@ class Server:
 
 @contextmanager
 def running_server(
-    log_path: Path, *args: str, env: dict[str, str] | None = None, ready_timeout_s: float = 90
+    log_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 90,
+    command: list[str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """`python -m service` on a free loopback port, waited on via /readyz, stopped by its
-    process group (only the processes this started)."""
-    port = free_port()
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), *args]
+    """`python -m service` on a free loopback port (or `command`, listening on `port`), waited
+    on via /readyz, stopped by its process group (only the processes this started)."""
+    port = port or free_port()
+    command = command or [
+        sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), *args
+    ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
