@@ -13,10 +13,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -35,6 +35,7 @@ from service.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from service.forms import form_openapi, predict_form
 from service.models import LoadedModel
 from service.postprocess import top_k as rank
 from service.runtime import Runtime
@@ -261,20 +262,6 @@ async def predict_one(
     return await counted(request, runtime, endpoint, model_name, version, work)
 
 
-ModelField = Annotated[
-    str | None,
-    Form(
-        max_length=64, description="model name; default: the default model", examples=["digits-cnn"]
-    ),
-]
-VersionField = Annotated[
-    int | None, Form(ge=1, description="model version; default: the highest loaded", examples=[1])
-]
-TopKField = Annotated[
-    int, Form(ge=1, description="how many classes to return (1..classes)", examples=[3])
-]
-
-
 def create_app(runtime: Runtime | None = None) -> FastAPI:
     """The API. `runtime` may be attached later (the BentoML service does so per worker)."""
 
@@ -338,22 +325,20 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         response_model=PredictResponse,
         tags=["predict"],
         summary="Classify one uploaded image",
+        openapi_extra=form_openapi(
+            "image", many=False, description="PNG, JPEG, GIF, BMP or WebP image"
+        ),
     )
-    async def predict(
-        request: Request,
-        image: Annotated[UploadFile, File(description="PNG, JPEG, GIF, BMP or WebP image")],
-        model: ModelField = None,
-        version: VersionField = None,
-        top_k: TopKField = 3,
-    ) -> Response:
-        form = await request.form()
-        if len(form.getlist("image")) != 1:
-            raise BadRequest(
-                "send exactly one 'image' part; use /predict/batch for several",
-                detail={"field": "image", "parts": len(form.getlist("image"))},
-            )
-        data = await image.read()
-        return json_body(await predict_one(request, "/predict", data, model, version, top_k))
+    async def predict(request: Request) -> Response:
+        async with predict_form(request, "image", max_files=1) as form:
+            if len(form.files) != 1:
+                raise BadRequest(
+                    "send exactly one 'image' part; use /predict/batch for several",
+                    detail={"field": "image", "parts": len(form.files)},
+                )
+            data = await form.files[0].read()
+        o = form.options
+        return json_body(await predict_one(request, "/predict", data, o.model, o.version, o.top_k))
 
     @app.post(
         "/predict/json",
@@ -377,34 +362,32 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         response_model=BatchPredictResponse,
         tags=["predict"],
         summary="Classify several uploaded images in one request",
+        openapi_extra=form_openapi(
+            "images", many=True, description="several images, each a part named 'images'"
+        ),
     )
-    async def predict_batch(
-        request: Request,
-        images: Annotated[
-            list[UploadFile], File(description="several images, each a part named 'images'")
-        ],
-        model: ModelField = None,
-        version: VersionField = None,
-        top_k: TopKField = 3,
-    ) -> Response:
+    async def predict_batch(request: Request) -> Response:
         runtime = runtime_of(request)
         limit = runtime.settings.max_batch_images
-        if len(images) > limit:
-            raise PayloadTooLarge(
-                f"at most {limit} images per request",
-                detail={"images": len(images), "limit": limit},
-            )
+        async with predict_form(request, "images", max_files=limit) as form:
+            if len(form.files) > limit:
+                raise PayloadTooLarge(
+                    f"at most {limit} images per request",
+                    detail={"images": len(form.files), "limit": limit},
+                )
+            uploads = [(f.filename, await f.read()) for f in form.files]
+        model, version, top_k = form.options.model, form.options.version, form.options.top_k
 
         async def work(resolved: LoadedModel) -> BatchPredictResponse:
             check_top_k(top_k, resolved)
             inputs = []
-            for i, upload in enumerate(images):
+            for i, (filename, data) in enumerate(uploads):
                 try:
-                    inputs.append(await to_input(runtime, resolved, await upload.read()))
+                    inputs.append(await to_input(runtime, resolved, data))
                 except ApiError as exc:
                     exc.detail = {
                         "image": i,
-                        "filename": upload.filename,
+                        "filename": filename,
                         **(exc.detail if isinstance(exc.detail, dict) else {}),
                     }
                     raise
@@ -412,10 +395,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             results = [
                 ImageResult(
                     index=i,
-                    filename=upload.filename,
+                    filename=filename,
                     predictions=rank(row, resolved.manifest.labels, top_k),
                 )
-                for i, (upload, row) in enumerate(zip(images, logits, strict=True))
+                for i, ((filename, _), row) in enumerate(zip(uploads, logits, strict=True))
             ]
             return BatchPredictResponse(
                 model=resolved.name,
