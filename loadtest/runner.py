@@ -284,7 +284,9 @@ def run_locust(
         raise ValueError("batch_size must be in 1..64 (the service's per-request limit)")
     # Locust's -t takes whole seconds.
     seconds = max(1, round(duration_s))
-    out_dir = Path(out_dir)
+    # Absolute: Locust runs with out_dir as its working directory, so a relative --csv path
+    # would land in out_dir/out_dir.
+    out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob("locust_*.csv"):
         stale.unlink()

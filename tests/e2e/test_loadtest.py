@@ -15,10 +15,12 @@ from PIL import Image
 from tests.helpers import ROOT, Server, free_port
 
 
-def loadtest(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+def loadtest(
+    *args: str, timeout_s: float = 120, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "loadtest", *args],
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -45,6 +47,14 @@ def test_run_meets_slo(server: Server, tmp_path: Path) -> None:
     assert summary["slo_met"] is True and list(summary["endpoints"]) == ["/predict"]
     assert summary["images_per_s"] is None
     assert "PASS" in result.stdout and "p99" in result.stdout
+
+
+def test_run_with_a_relative_out_folder(server: Server, tmp_path: Path) -> None:
+    # Locust runs inside the out folder: a relative --out must not be resolved twice.
+    result = loadtest("run", "--host", server.url, "--users", "2", "--duration", "2s",
+                      "--out", "relative/run", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary_of(tmp_path / "relative" / "run")["requests"] > 0
 
 
 def test_run_misses_slo(server: Server, tmp_path: Path) -> None:
