@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
+import psutil
 
 from modelrepo.layout import list_versions, open_version
 from modelrepo.preprocess import image_to_pixels, pixels_to_image, pixels_to_input
@@ -118,11 +119,21 @@ def running_server(
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20) -> None:
+    """SIGTERM the process group this started, SIGKILL it after `grace_s`, then kill by PID
+    any of its descendants still alive: BentoML's workers run in sessions of their own, so a
+    killed arbiter would leave them behind otherwise."""
     if process.poll() is not None:
         return
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+    _, alive = psutil.wait_procs(descendants, timeout=5)
+    for leftover in alive:
+        leftover.kill()
