@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import psutil
+import pytest
 
 from modelrepo.layout import list_versions, open_version
 from modelrepo.preprocess import image_to_pixels, pixels_to_image, pixels_to_input
@@ -57,6 +59,17 @@ def offline_probabilities(name: str, pngs: list[bytes]) -> np.ndarray:
     )[0]
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+
+def required_tool(name: str, debian_package: str = "prometheus") -> str:
+    """The path of a command-line tool the tests need: missing in CI is a failure (.ci/run
+    installs it), missing on a developer's machine a skip that says what to install."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing in CI: .ci/run must install Debian's {debian_package}")
+        pytest.skip(f"{name} is not installed (apt-get install {debian_package})")
+    return path
 
 
 def free_port() -> int:

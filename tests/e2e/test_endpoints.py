@@ -1,15 +1,13 @@
 """Every endpoint of a real server process, as a client sees it."""
 
 import base64
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import ROOT, Server
+from tests.helpers import ROOT, Server, required_tool
 
 SEVEN = (ROOT / "examples" / "digits" / "7.png").read_bytes()
 
@@ -106,11 +104,7 @@ def test_metrics_are_exposed_and_promtool_clean(server: Server, tmp_path: Path) 
         assert name in text, name
     assert 'outcome="ok"' in text and 'outcome="unsupported_media_type"' in text
     assert 'provider="CPUExecutionProvider"' in text
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing in CI: .ci/run must install Debian's prometheus")
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    promtool = required_tool("promtool")
     (tmp_path / "metrics.txt").write_text(text)
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, text=True, capture_output=True, check=False

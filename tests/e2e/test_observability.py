@@ -3,9 +3,7 @@ Prometheus rules and the Grafana dashboard use exists on a real service's /metri
 Prometheus (Debian's) scrapes a real service; the Dockerfile's CMD and HEALTHCHECK work."""
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +15,14 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import ROOT, Server, free_port, running_server, stop_process_group
+from tests.helpers import (
+    ROOT,
+    Server,
+    free_port,
+    required_tool,
+    running_server,
+    stop_process_group,
+)
 
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "digitserve.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "digitserve.json"
@@ -55,15 +60,6 @@ def test_every_metric_in_rules_and_dashboard_exists_on_a_real_service(server: Se
     assert {"digitserve_batch_images_bucket", "bentoml_service_request_total"} <= used
 
 
-def prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is missing in CI: .ci/run must install Debian's prometheus")
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
-    return path
-
-
 @pytest.fixture
 def prometheus(server: Server, tmp_path: Path) -> Iterator[str]:
     """A real Prometheus on loopback with the project's config and rules, scraping `server`."""
@@ -77,7 +73,7 @@ def prometheus(server: Server, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = (tmp_path / "prometheus.log").open("wb")
     process = subprocess.Popen(
-        [prometheus_binary(), f"--config.file={tmp_path / 'prometheus.yml'}",
+        [required_tool("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
          f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip

@@ -5,9 +5,7 @@ No Docker engine runs here; what can be checked without one is checked for real.
 
 import fnmatch
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, required_tool
 
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -27,15 +25,6 @@ K8S = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
 def compose(name: str) -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((ROOT / name).read_text())
     return data
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing in CI: .ci/run must install Debian's prometheus")
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
-    return path
 
 
 @pytest.mark.parametrize("name", COMPOSE_FILES)
@@ -114,7 +103,7 @@ def test_dockerfile_serves_without_torch_as_non_root_with_a_readiness_healthchec
 
 
 def test_promtool_accepts_the_prometheus_config_and_rules(tmp_path: Path) -> None:
-    tool = promtool()
+    tool = required_tool("promtool")
     config = (
         (PROMETHEUS / "prometheus.yml")
         .read_text()

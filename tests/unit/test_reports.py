@@ -11,20 +11,11 @@ import pytest
 from PIL import Image
 
 from training import reports
+from training.data.cifar import CIFAR10_LABELS
+from training.data.idx import FASHION_MNIST_LABELS
 
-FASHION = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
-CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FASHION = list(FASHION_MNIST_LABELS)
+CIFAR = list(CIFAR10_LABELS)
 
 
 def _check_png(path: Path, min_side: int = 200) -> tuple[int, int]:
