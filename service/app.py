@@ -72,7 +72,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "undecodable image or malformed request"),
         (404, "unknown model or version"),
         (413, "request body, image or pixel count over the limit"),
-        (415, "not a PNG, JPEG, GIF, BMP or WebP image"),
+        (415, "not a PNG, JPEG, GIF, BMP or WebP image, or a body that is not a form"),
         (422, "a field is missing or out of range (the detail names it)"),
         (503, "overloaded or not ready; retry after the Retry-After seconds"),
     ]
