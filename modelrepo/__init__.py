@@ -1,5 +1,5 @@
 """The contract between training and serving: the model repository's layout, its manifest
-schema and the preprocessing that the manifest describes.
+schema and the preprocessing that the manifest describes (images: `preprocess`, text: `text`).
 
 This package imports neither torch nor bentoml, so both sides can depend on it.
 """
@@ -11,6 +11,7 @@ from modelrepo.manifest import (
     InputSpec,
     Manifest,
     ManifestError,
+    TextPreprocessing,
     TrainingProvenance,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "InputSpec",
     "Manifest",
     "ManifestError",
+    "TextPreprocessing",
     "TrainingProvenance",
 ]

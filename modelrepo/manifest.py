@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -16,7 +17,10 @@ _NAME_RE = re.compile(MODEL_NAME_PATTERN)
 
 ColorMode = Literal["L", "RGB"]
 Task = Literal["image-classification", "text-classification", "text-pair-classification"]
+TEXT_TASKS: tuple[Task, ...] = ("text-classification", "text-pair-classification")
 CHANNELS: dict[str, int] = {"L": 1, "RGB": 3}
+# Words (letters, digits, underscore) with inner apostrophes kept: "don't" is one token.
+DEFAULT_TOKEN_PATTERN = r"\w+(?:'\w+)*"
 
 
 class ManifestError(ValueError):
@@ -28,26 +32,35 @@ class _Strict(BaseModel):
 
 
 class InputSpec(_Strict):
-    """The ONNX graph's input tensor."""
+    """The ONNX graph's input tensor: NCHW float32 pixels, or NT int64 token ids."""
 
     name: str = Field(min_length=1, examples=["input"])
-    dtype: Literal["float32"] = "float32"
+    dtype: Literal["float32", "int64"] = "float32"
     shape: list[int] = Field(
-        description="Dimensions; -1 marks a dynamic axis (the batch axis is always dynamic).",
-        examples=[[-1, 1, 8, 8]],
+        description=(
+            "Dimensions; -1 marks a dynamic axis (the batch axis is always dynamic; NT shapes "
+            "are [-1, -1]: any batch, any number of tokens)."
+        ),
+        examples=[[-1, 1, 8, 8], [-1, -1]],
     )
-    layout: Literal["NCHW"] = "NCHW"
+    layout: Literal["NCHW", "NT"] = Field(
+        default="NCHW", description="NCHW: batch, channels, height, width. NT: batch, tokens."
+    )
 
-    @field_validator("shape")
-    @classmethod
-    def _shape_is_nchw(cls, shape: list[int]) -> list[int]:
+    @model_validator(mode="after")
+    def _shape_fits_layout(self) -> InputSpec:
+        shape = self.shape
+        if self.layout == "NT":
+            if shape != [-1, -1]:
+                raise ValueError(f"an NT shape is [-1, -1] (batch and tokens dynamic), got {shape}")
+            return self
         if len(shape) != 4:
             raise ValueError(f"an NCHW shape has 4 dimensions, got {shape}")
         if shape[0] != -1:
             raise ValueError(f"the batch axis must be dynamic (-1), got {shape[0]}")
         if any(d < 1 for d in shape[1:]):
             raise ValueError(f"channel, height and width must be positive, got {shape[1:]}")
-        return shape
+        return self
 
 
 class ImagePreprocessing(_Strict):
@@ -88,6 +101,81 @@ class ImagePreprocessing(_Strict):
         return self
 
 
+class TextPreprocessing(_Strict):
+    """How text becomes the model's (N, max_length) int64 token ids (see `modelrepo.text`):
+    NFC-normalise; lower-case when `lowercase`; tokens are the matches of `token_pattern`;
+    look each token up in `vocabulary` (index = id; unknown -> the unk id); a pair is
+    tokens(text) + [sep] + tokens(text_pair); cut and pad with the pad id (0) to `max_length`."""
+
+    kind: Literal["text"] = "text"
+    lowercase: bool = True
+    token_pattern: str = Field(
+        description="Python `re` pattern; the tokens are re.findall(token_pattern, text)",
+        examples=[DEFAULT_TOKEN_PATTERN],
+    )
+    max_length: int = Field(
+        ge=2,
+        description="every sequence is cut or padded to exactly this many ids, so batching "
+        "never changes a result",
+        examples=[48],
+    )
+    pad_token: str = Field(default="<pad>", min_length=1)
+    unk_token: str = Field(default="<unk>", min_length=1)
+    sep_token: str = Field(default="<sep>", min_length=1)
+    vocabulary: list[str] = Field(
+        min_length=4,
+        description="token per id: pad (0), unk (1), sep (2), then the words",
+        examples=[["<pad>", "<unk>", "<sep>", "the"]],
+    )
+    max_text_chars: int = Field(
+        default=2000, ge=1, description="longest request text (each side of a pair) accepted"
+    )
+
+    @property
+    def pad_id(self) -> int:
+        return 0
+
+    @property
+    def unk_id(self) -> int:
+        return 1
+
+    @property
+    def sep_id(self) -> int:
+        return 2
+
+    @field_validator("token_pattern")
+    @classmethod
+    def _usable_pattern(cls, pattern: str) -> str:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"token_pattern is not a valid regular expression: {exc}") from None
+        # re.findall returns the groups, not the matches, when a pattern has capturing groups.
+        if compiled.groups:
+            raise ValueError("token_pattern must not have capturing groups; use (?:...)")
+        if compiled.fullmatch(""):
+            raise ValueError("token_pattern must not match the empty string")
+        return pattern
+
+    @model_validator(mode="after")
+    def _specials_lead_the_vocabulary(self) -> TextPreprocessing:
+        specials = [self.pad_token, self.unk_token, self.sep_token]
+        if len(set(specials)) != 3:
+            raise ValueError(f"pad, unk and sep tokens must differ, got {specials}")
+        if self.vocabulary[:3] != specials:
+            raise ValueError(
+                f"the vocabulary must start with {specials} (ids 0, 1, 2), "
+                f"got {self.vocabulary[:3]}"
+            )
+        repeated = sorted(t for t, n in Counter(self.vocabulary).items() if n > 1)
+        if repeated:
+            raise ValueError(f"vocabulary entries must be unique, repeated: {repeated[:5]}")
+        return self
+
+
+Preprocessing = Annotated[ImagePreprocessing | TextPreprocessing, Field(discriminator="kind")]
+
+
 class TrainingProvenance(_Strict):
     """Where the weights came from."""
 
@@ -109,6 +197,11 @@ class ExportProvenance(_Strict):
     parity_batch_size: int = Field(ge=1)
     parity_max_abs_diff: float = Field(ge=0, description="max |torch - onnxruntime| over logits")
     parity_argmax_equal: bool
+    parity_sequence_lengths: list[int] | None = Field(
+        default=None,
+        description="text models: the token counts the parity check ran at (the max abs diff "
+        "covers them all, at batch sizes 1, 17 and parity_batch_size)",
+    )
     date: datetime
 
 
@@ -121,7 +214,7 @@ class Manifest(_Strict):
     task: Task = "image-classification"
     arch: str = Field(examples=["mnist-cnn"])
     input: InputSpec
-    preprocessing: ImagePreprocessing
+    preprocessing: Preprocessing
     labels: list[str] = Field(min_length=2, examples=[["0", "1", "2"]])
     output_name: str = Field(default="logits", min_length=1)
     training: TrainingProvenance
@@ -137,14 +230,46 @@ class Manifest(_Strict):
 
     @model_validator(mode="after")
     def _input_matches_preprocessing(self) -> Manifest:
-        p = self.preprocessing
-        expected = [-1, p.channels, p.size[0], p.size[1]]
-        if self.input.shape != expected:
+        p, spec = self.preprocessing, self.input
+        if isinstance(p, TextPreprocessing):
+            if (spec.layout, spec.dtype) != ("NT", "int64"):
+                raise ValueError(
+                    f"text preprocessing feeds an NT int64 input, but the input is "
+                    f"{spec.layout} {spec.dtype}"
+                )
+            if self.task not in TEXT_TASKS:
+                raise ValueError(f"text preprocessing needs a text task, got task {self.task!r}")
+            return self
+        if (spec.layout, spec.dtype) != ("NCHW", "float32"):
             raise ValueError(
-                f"input shape {self.input.shape} does not match preprocessing "
+                f"image preprocessing feeds an NCHW float32 input, but the input is "
+                f"{spec.layout} {spec.dtype}"
+            )
+        if self.task != "image-classification":
+            raise ValueError(
+                f"image preprocessing needs task 'image-classification', got {self.task!r}"
+            )
+        expected = [-1, p.channels, p.size[0], p.size[1]]
+        if spec.shape != expected:
+            raise ValueError(
+                f"input shape {spec.shape} does not match preprocessing "
                 f"(color {p.color!r}, size {list(p.size)}): expected {expected}"
             )
         return self
+
+    @property
+    def image_preprocessing(self) -> ImagePreprocessing:
+        """The preprocessing of an image model (a typed shortcut); TypeError for a text model."""
+        if not isinstance(self.preprocessing, ImagePreprocessing):
+            raise TypeError(f"{self.name} is a {self.task} model, not an image model")
+        return self.preprocessing
+
+    @property
+    def text_preprocessing(self) -> TextPreprocessing:
+        """The preprocessing of a text model (a typed shortcut); TypeError for an image model."""
+        if not isinstance(self.preprocessing, TextPreprocessing):
+            raise TypeError(f"{self.name} is a {self.task} model, not a text model")
+        return self.preprocessing
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2) + "\n"
@@ -157,10 +282,7 @@ class Manifest(_Strict):
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{source}: not valid JSON ({exc})") from None
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-                for err in exc.errors()
-            )
+            problems = "; ".join(f"{_where(err['loc'])}: {err['msg']}" for err in exc.errors())
             raise ManifestError(f"{source}: invalid manifest: {problems}") from None
 
     @classmethod
@@ -170,6 +292,15 @@ class Manifest(_Strict):
         except OSError as exc:
             raise ManifestError(f"{path}: cannot read manifest ({exc.strerror})") from None
         return cls.from_json(text, source=str(path))
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """An error's field path; the union's tag is left out (preprocessing.color, not
+    preprocessing.image.color), so paths read the same as the JSON."""
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2 and parts[0] == "preprocessing" and parts[1] in ("image", "text"):
+        del parts[1]
+    return ".".join(parts) or "<root>"
 
 
 def is_valid_model_name(name: str) -> bool:

@@ -48,7 +48,7 @@ def offline_probabilities(name: str, pngs: list[bytes]) -> np.ndarray:
     from PIL import Image
 
     version = open_version(EXPORTS, name, list_versions(EXPORTS, name)[-1])
-    spec = version.manifest.preprocessing
+    spec = version.manifest.image_preprocessing
     pixels = []
     for data in pngs:
         with Image.open(io.BytesIO(data)) as image:

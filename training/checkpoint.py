@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from modelrepo.manifest import ImagePreprocessing
+from modelrepo.manifest import ImagePreprocessing, TextPreprocessing
 from training.models import build_model
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -58,11 +59,27 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def rebuild_model(ckpt: dict[str, Any]) -> nn.Module:
     """The model exactly as trained, in eval mode, from what the checkpoint holds."""
     kwargs = dict(ckpt["model_kwargs"])
-    kwargs["image_size"] = tuple(kwargs["image_size"])
+    if "image_size" in kwargs:  # saved as a list; the image models take a tuple
+        kwargs["image_size"] = tuple(kwargs["image_size"])
     model = build_model(ckpt["arch"], **kwargs)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 
 
+def is_text_checkpoint(ckpt: dict[str, Any]) -> bool:
+    return bool(ckpt["preprocessing"].get("kind") == "text")
+
+
 def checkpoint_preprocessing(ckpt: dict[str, Any]) -> ImagePreprocessing:
     return ImagePreprocessing.model_validate(ckpt["preprocessing"])
+
+
+def checkpoint_text_preprocessing(ckpt: dict[str, Any]) -> TextPreprocessing:
+    try:
+        return TextPreprocessing.model_validate(ckpt["preprocessing"])
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "<root>"
+        raise CheckpointError(
+            f"the checkpoint's text preprocessing is invalid: {where}: {problem['msg']}"
+        ) from None

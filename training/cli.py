@@ -16,7 +16,7 @@ DEFAULTS = TrainConfig()
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train image classifiers and export them to the ONNX model repository.",
+        description="Train image and text classifiers; export them to the ONNX model repository.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -29,8 +29,15 @@ def _parser() -> argparse.ArgumentParser:
     # the help text shows the real defaults.
     train.add_argument("--config", type=Path, help="a .toml or .json file of settings")
     train.add_argument("--arch", help=f"architecture (default {DEFAULTS.arch}); see `list`")
-    train.add_argument("--dataset", help=f"data set (default {DEFAULTS.dataset}); see `list`")
-    train.add_argument("--data-dir", help="folder with the data set's files (default ./data)")
+    train.add_argument(
+        "--dataset",
+        help=f"data set (default {DEFAULTS.dataset}) or, for text models, a .csv file; see `list`",
+    )
+    train.add_argument(
+        "--data-dir",
+        help="folder with the data set's files (default ./data); a relative --dataset .csv "
+        "is looked for in it when given",
+    )
     train.add_argument(
         "--download",
         action="store_true",
@@ -48,6 +55,21 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated: crop,flip; 'none' for none (default: the architecture's own)",
     )
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    train.add_argument(
+        "--max-length",
+        type=int,
+        help=f"text: token ids per sequence (default {DEFAULTS.max_length})",
+    )
+    train.add_argument(
+        "--vocab-size",
+        type=int,
+        help=f"text: largest vocabulary, 3 special tokens included (default {DEFAULTS.vocab_size})",
+    )
+    train.add_argument(
+        "--min-count",
+        type=int,
+        help=f"text: fewest occurrences for a word to get an id (default {DEFAULTS.min_count})",
+    )
     train.add_argument("--out", help="output folder (default runs/<arch>-<dataset>)")
     train.add_argument("--force", action="store_true", help="overwrite a run in --out")
 
@@ -80,6 +102,9 @@ def _train_flags(args: argparse.Namespace) -> dict[str, Any]:
             "seed",
             "threads",
             "out",
+            "max_length",
+            "vocab_size",
+            "min_count",
         )
     }
     if args.augment is not None:
@@ -91,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Imported here so `--help` and `list` answer at once, before torch loads.
     from training.checkpoint import CheckpointError
-    from training.data import DATASETS, DatasetError
+    from training.data import DATASETS, TEXT_DATASETS, DatasetError
     from training.export import ExportError
     from training.models import architectures
 
@@ -99,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             print("architectures:", ", ".join(architectures()))
             print("datasets:     ", ", ".join(DATASETS))
+            print("text datasets:", ", ".join(TEXT_DATASETS), "(or the path of a .csv file)")
         elif args.command == "train":
             from training.train import run_training
 

@@ -29,6 +29,11 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None: torch's default
     model_args: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
     out: str | None = None  # None: runs/<arch>-<dataset>
+    # Text models only: ids per sequence, vocabulary size (specials included), and how often
+    # a word must occur in the training split to get its own id.
+    max_length: int = 64
+    vocab_size: int = 10000
+    min_count: int = 2
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -40,10 +45,21 @@ class TrainConfig:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if self.max_length < 2:
+            raise ConfigError(f"max_length must be at least 2, got {self.max_length}")
+        if self.vocab_size < 4:
+            raise ConfigError(
+                f"vocab_size must be at least 4 (3 special tokens + 1 word), got {self.vocab_size}"
+            )
+        if self.min_count < 1:
+            raise ConfigError(f"min_count must be at least 1, got {self.min_count}")
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("runs") / f"{self.arch}-{self.dataset}"
+        if self.out:
+            return Path(self.out)
+        dataset = Path(self.dataset).stem if self.dataset.endswith(".csv") else self.dataset
+        return Path("runs") / f"{self.arch}-{dataset}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -54,13 +54,14 @@ def train_one_epoch(
     pad_value: torch.Tensor,
     generator: torch.Generator,
     description: str,
+    unit: str = "img",
 ) -> tuple[float, float]:
     """One pass over (x, y) in a seeded random order; returns (mean loss, accuracy)."""
     model.train()
     order = torch.randperm(len(x), generator=generator)
     total_loss, correct, seen = 0.0, 0, 0
     # disable=None: a bar on a terminal, nothing in logs (the caller prints a line per epoch).
-    bar = tqdm(total=len(x), desc=description, unit="img", leave=False, disable=None)
+    bar = tqdm(total=len(x), desc=description, unit=unit, leave=False, disable=None)
     with bar:
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]

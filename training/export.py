@@ -2,7 +2,8 @@
 
 The exported file must give the same logits as the checkpoint on a real held-out batch (max abs
 diff <= PARITY_TOLERANCE, identical argmax) and must accept any batch size; otherwise nothing is
-written to the repository.
+written to the repository. Text checkpoints go through training.export_text, which also makes
+and checks the sequence axis dynamic.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from modelrepo.manifest import (
     TrainingProvenance,
 )
 from modelrepo.preprocess import pixels_to_input
-from training.checkpoint import checkpoint_preprocessing, load_checkpoint, rebuild_model
+from training.checkpoint import (
+    checkpoint_preprocessing,
+    is_text_checkpoint,
+    load_checkpoint,
+    rebuild_model,
+)
 
 PARITY_TOLERANCE = 1e-4
 INPUT_NAME = "input"
@@ -128,6 +134,21 @@ def _check_dynamic_batch(model: torch.nn.Module, path: Path, x: np.ndarray) -> N
             raise ExportError(f"at batch size {n} the export differs from torch (max diff {diff})")
 
 
+def training_provenance(ckpt: dict[str, Any], dataset: str | None = None) -> TrainingProvenance:
+    """The manifest's training block from what the checkpoint recorded."""
+    metrics = ckpt.get("metrics", {})
+    config = ckpt.get("config", {})
+    return TrainingProvenance(
+        dataset=dataset or ckpt.get("dataset", {}).get("name", config.get("dataset", "unknown")),
+        samples=metrics["train_samples"],
+        epochs=metrics["epochs"],
+        seed=metrics["seed"],
+        test_accuracy=metrics["final_test_accuracy"],
+        test_samples=metrics["test_samples"],
+        date=datetime.fromisoformat(ckpt["created"]),
+    )
+
+
 def build_manifest(
     ckpt: dict[str, Any],
     name: str,
@@ -139,8 +160,6 @@ def build_manifest(
     argmax_equal: bool,
     parity_batch: int,
 ) -> Manifest:
-    metrics = ckpt.get("metrics", {})
-    config = ckpt.get("config", {})
     return Manifest(
         name=name,
         version=version,
@@ -149,15 +168,7 @@ def build_manifest(
         preprocessing=spec,
         labels=list(ckpt["labels"]),
         output_name=OUTPUT_NAME,
-        training=TrainingProvenance(
-            dataset=ckpt.get("dataset", {}).get("name", config.get("dataset", "unknown")),
-            samples=metrics["train_samples"],
-            epochs=metrics["epochs"],
-            seed=metrics["seed"],
-            test_accuracy=metrics["final_test_accuracy"],
-            test_samples=metrics["test_samples"],
-            date=datetime.fromisoformat(ckpt["created"]),
-        ),
+        training=training_provenance(ckpt),
         export=ExportProvenance(
             exporter=EXPORTER,
             opset=opset,
@@ -175,6 +186,10 @@ def export_checkpoint(checkpoint: Path, name: str, repo: Path) -> Path:
     """Export `checkpoint` as the next version of `name` in `repo`; returns the version folder."""
     ckpt = load_checkpoint(checkpoint)
     model = rebuild_model(ckpt)
+    if is_text_checkpoint(ckpt):
+        from training.export_text import export_text_checkpoint
+
+        return export_text_checkpoint(ckpt, model, name, repo)
     spec = checkpoint_preprocessing(ckpt)
     x = pixels_to_input(ckpt["parity_images"].numpy(), spec)  # a real held-out batch
     chw = (spec.channels, spec.size[0], spec.size[1])

@@ -18,7 +18,7 @@ from training import reports
 from training.augment import check_augmentations
 from training.checkpoint import save_checkpoint
 from training.config import ConfigError, TrainConfig
-from training.data import ImageDataset, load_dataset
+from training.data import TEXT_DATASETS, ImageDataset, load_dataset
 from training.engine import confusion_matrix, evaluate, seed_everything, train_one_epoch
 from training.models import build_model, get_architecture
 
@@ -46,7 +46,7 @@ def to_tensor(pixels: NDArray[np.uint8], spec: ImagePreprocessing) -> torch.Tens
     return torch.from_numpy(pixels_to_input(pixels, spec))
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
@@ -56,6 +56,15 @@ def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
         arch = get_architecture(config.arch)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if arch.modality == "text":
+        from training.train_text import run_text_training
+
+        return run_text_training(config, force=force)
+    if config.dataset in TEXT_DATASETS or config.dataset.endswith(".csv"):
+        raise ConfigError(
+            f"{config.arch} reads images but {config.dataset} is text; "
+            "train a text architecture (bilstm-text) on it"
+        )
     augment = tuple(config.augment) if config.augment is not None else arch.augment
     try:
         check_augmentations(augment)
@@ -148,8 +157,8 @@ def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
     }
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / "config.json", config.to_dict())
-    _write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "config.json", config.to_dict())
+    write_json(out_dir / "metrics.json", metrics)
     save_checkpoint(
         out_dir / "checkpoint.pt",
         {

@@ -47,7 +47,7 @@ def manifest() -> Manifest:
 
 
 def spec() -> ImagePreprocessing:
-    return manifest().preprocessing
+    return manifest().image_preprocessing
 
 
 def decode(data: bytes) -> Pixels:

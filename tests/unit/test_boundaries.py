@@ -10,7 +10,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
-    "module", ["modelrepo", "modelrepo.manifest", "modelrepo.layout", "modelrepo.preprocess"]
+    "module",
+    [
+        "modelrepo",
+        "modelrepo.manifest",
+        "modelrepo.layout",
+        "modelrepo.preprocess",
+        "modelrepo.text",
+    ],
 )
 def test_contract_modules_do_not_import_torch_or_bentoml(module: str) -> None:
     code = (
@@ -22,6 +29,15 @@ def test_contract_modules_do_not_import_torch_or_bentoml(module: str) -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("module", ["training.data.text", "training.data.topics"])
+def test_text_data_modules_do_not_import_torch(module: str) -> None:
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_service_sources_never_import_torch_or_training() -> None:

@@ -24,6 +24,7 @@ def test_list() -> None:
     result = cli("list")
     assert result.returncode == 0
     assert "mnist-cnn" in result.stdout and "fashion-mnist" in result.stdout
+    assert "bilstm-text" in result.stdout and "text-topics" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,10 @@ def test_list() -> None:
         (["train", "--epochs", "0"], "epochs must be at least 1"),
         (["train", "--augment", "rotate"], "unknown augmentation"),
         (["train", "--config", "{tmp}/missing.toml"], "cannot read config file"),
+        (["train", "--arch", "bilstm-text"], "unknown text data set 'digits'"),
+        (["train", "--arch", "bilstm-text", "--dataset", "{tmp}/none.csv"], "none.csv: no such"),
+        (["train", "--arch", "bilstm-text", "--max-length", "1"], "max_length must be at least 2"),
+        (["train", "--dataset", "text-topics"], "mnist-cnn reads images but text-topics is text"),
         (["export", "{tmp}/none.pt", "--name", "x"], "does not exist"),
         (["export", "{tmp}/junk.pt", "--name", "x"], "is not a checkpoint"),
     ],
@@ -65,3 +70,22 @@ def test_train_and_export_from_the_command_line(tmp_path: Path) -> None:
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "exports" / "f" / "1" / "model.onnx").is_file()
     assert not list(tmp_path.glob("exports/f/1/*.data"))  # self-contained
+
+
+def test_train_and_export_a_text_model_from_the_command_line(tmp_path: Path) -> None:
+    from tests.unit.conftest import write_topics_csv
+
+    data = write_topics_csv(tmp_path / "news.csv", per_topic=15)
+    run = tmp_path / "run"
+    trained = cli(
+        "train", "--arch", "bilstm-text", "--dataset", str(data), "--epochs", "1",
+        "--max-length", "10", "--vocab-size", "50", "--min-count", "1", "--out", str(run),
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "vocabulary 50, max_length 10" in trained.stdout
+    exported = cli(
+        "export", str(run / "checkpoint.pt"), "--name", "news", "--repo", str(tmp_path / "exports")
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert "at [1, 7, 10] tokens" in exported.stdout
+    assert (tmp_path / "exports" / "news" / "1" / "model.onnx").is_file()

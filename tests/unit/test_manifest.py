@@ -5,7 +5,13 @@ from typing import Any
 
 import pytest
 
-from modelrepo.manifest import Manifest, ManifestError, is_valid_model_name
+from modelrepo.manifest import (
+    DEFAULT_TOKEN_PATTERN,
+    Manifest,
+    ManifestError,
+    TextPreprocessing,
+    is_valid_model_name,
+)
 
 
 def good() -> dict[str, Any]:
@@ -56,13 +62,13 @@ def parse(data: dict[str, Any]) -> Manifest:
 
 def test_good_manifest_round_trips() -> None:
     manifest = parse(good())
-    assert manifest.preprocessing.channels == 1
+    assert manifest.image_preprocessing.channels == 1
     assert Manifest.from_json(manifest.to_json()) == manifest
 
 
 def test_scale_survives_json_exactly() -> None:
     # Training and serving must compute the same floats, so the numbers must not drift.
-    assert parse(good()).preprocessing.scale == 1 / 255
+    assert parse(good()).image_preprocessing.scale == 1 / 255
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:
@@ -116,3 +122,106 @@ def test_valid_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["", "..", "../x", "A", "a/b", "-x", ".hidden", "x" * 65, "é"])
 def test_invalid_names(name: str) -> None:
     assert not is_valid_model_name(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text models
+
+
+def good_text(task: str = "text-classification") -> dict[str, Any]:
+    data = good()
+    data.update(
+        name="text-topics",
+        task=task,
+        arch="bilstm-text",
+        input={"name": "input", "dtype": "int64", "shape": [-1, -1], "layout": "NT"},
+        preprocessing={
+            "kind": "text",
+            "lowercase": True,
+            "token_pattern": DEFAULT_TOKEN_PATTERN,
+            "max_length": 32,
+            "pad_token": "<pad>",
+            "unk_token": "<unk>",
+            "sep_token": "<sep>",
+            "vocabulary": ["<pad>", "<unk>", "<sep>", "the", "cat"],
+            "max_text_chars": 2000,
+        },
+        labels=["business", "food", "science", "sports"],
+    )
+    data["export"]["parity_sequence_lengths"] = [1, 7, 32]
+    return data
+
+
+@pytest.mark.parametrize("task", ["text-classification", "text-pair-classification"])
+def test_good_text_manifest_round_trips(task: str) -> None:
+    manifest = parse(good_text(task))
+    spec = manifest.text_preprocessing
+    assert isinstance(spec, TextPreprocessing)
+    assert (spec.pad_id, spec.unk_id, spec.sep_id) == (0, 1, 2)
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    with pytest.raises(TypeError, match="not an image model"):
+        _ = manifest.image_preprocessing
+
+
+def test_image_manifest_is_not_a_text_one() -> None:
+    with pytest.raises(TypeError, match="not a text model"):
+        _ = parse(good()).text_preprocessing
+
+
+def test_old_image_manifests_still_validate_unchanged() -> None:
+    data = good()
+    assert "parity_sequence_lengths" not in data["export"]
+    manifest = parse(data)
+    assert manifest.format_version == 1 and manifest.export.parity_sequence_lengths is None
+
+
+def _text_with(path: str, value: Any) -> dict[str, Any]:
+    data = good_text()
+    *parents, leaf = path.split(".")
+    node = data
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("input.dtype", "float32", "NT int64 input, but the input is NT float32"),
+        ("input.layout", "NCHW", "an NCHW shape has 4 dimensions"),
+        ("input.shape", [-1, 32], "an NT shape is \\[-1, -1\\]"),
+        ("input.shape", [-1, -1, -1], "an NT shape is \\[-1, -1\\]"),
+        ("input.dtype", "int32", "input.dtype"),
+        ("task", "image-classification", "needs a text task"),
+        ("preprocessing.kind", "audio", "preprocessing"),
+        ("preprocessing.max_length", 1, "max_length"),
+        ("preprocessing.max_text_chars", 0, "max_text_chars"),
+        ("preprocessing.vocabulary", ["<unk>", "<pad>", "<sep>", "a"], "must start with"),
+        ("preprocessing.vocabulary", ["<pad>", "<unk>", "<sep>", "a", "a"], "unique"),
+        ("preprocessing.vocabulary", ["<pad>", "<unk>", "<sep>"], "vocabulary"),
+        ("preprocessing.sep_token", "<pad>", "must differ"),
+        ("preprocessing.token_pattern", "(\\w+)", "capturing groups"),
+        ("preprocessing.token_pattern", "\\w*", "empty string"),
+        ("preprocessing.token_pattern", "[a-", "not a valid regular expression"),
+        ("preprocessing.surprise", 1, "surprise"),
+    ],
+)
+def test_bad_text_manifests_are_rejected(path: str, value: Any, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        parse(_text_with(path, value))
+
+
+def test_image_preprocessing_needs_an_nchw_float32_image_model() -> None:
+    data = good()
+    data["input"] = {"name": "input", "dtype": "int64", "shape": [-1, 1, 8, 8], "layout": "NCHW"}
+    with pytest.raises(ManifestError, match="NCHW float32 input, but the input is NCHW int64"):
+        parse(data)
+    data = good_text()
+    data["preprocessing"] = good()["preprocessing"]
+    with pytest.raises(ManifestError, match="NCHW float32 input, but the input is NT int64"):
+        parse(data)
+    data = good()
+    data["task"] = "text-classification"
+    with pytest.raises(ManifestError, match="needs task 'image-classification'"):
+        parse(data)

@@ -36,7 +36,7 @@ MAX_PIXELS = 25_000_000
 
 @pytest.fixture(scope="module")
 def spec() -> ImagePreprocessing:
-    return Manifest.read(EXPORTS / "digits-cnn" / "1" / "model.json").preprocessing
+    return Manifest.read(EXPORTS / "digits-cnn" / "1" / "model.json").image_preprocessing
 
 
 @pytest.fixture(scope="module")

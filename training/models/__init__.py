@@ -1,6 +1,6 @@
 """Model families. Importing this package registers every architecture."""
 
-from training.models import cifar_vgg, fashion_cnn, mnist_cnn, row_lstm
+from training.models import bilstm_text, cifar_vgg, fashion_cnn, mnist_cnn, row_lstm
 from training.models.registry import (
     Architecture,
     architectures,
@@ -12,6 +12,7 @@ from training.models.registry import (
 __all__ = [
     "Architecture",
     "architectures",
+    "bilstm_text",
     "build_model",
     "cifar_vgg",
     "fashion_cnn",

@@ -4,32 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from torch import nn
 
 M = TypeVar("M", bound=type[nn.Module])
+Modality = Literal["image", "text"]
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """A registered model family and the training augmentation it is meant to use."""
+    """A registered model family, what it reads and the training augmentation it is meant to use."""
 
     name: str
     cls: type[nn.Module]
     augment: tuple[str, ...] = ()  # names understood by training.augment
+    modality: Modality = "image"  # image: (N, C, H, W) float32; text: (N, T) int64 token ids
 
 
 _REGISTRY: dict[str, Architecture] = {}
 
 
-def register_model(name: str, *, augment: tuple[str, ...] = ()) -> Callable[[M], M]:
+def register_model(
+    name: str, *, augment: tuple[str, ...] = (), modality: Modality = "image"
+) -> Callable[[M], M]:
     """Class decorator: make `cls` buildable as `name`."""
 
     def wrap(cls: M) -> M:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
-        _REGISTRY[name] = Architecture(name=name, cls=cls, augment=augment)
+        _REGISTRY[name] = Architecture(name=name, cls=cls, augment=augment, modality=modality)
         return cls
 
     return wrap
