@@ -41,11 +41,13 @@ format: ## Apply ruff's fixes and formatting
 serve: install ## Serve the bundled models from exports/ on http://127.0.0.1:3000 (PORT=N to change)
 	$(BIN)/python -m service --model-repo exports --port $(PORT)
 
-models: install ## Retrain the bundled digits models and export them as new versions in exports/
+models: install ## Retrain the bundled models (digits CNN and LSTM, text BiLSTM) and export them as new versions in exports/
 	$(BIN)/python -m training train --arch mnist-cnn --dataset digits --epochs 30 --out runs/digits-cnn
 	$(BIN)/python -m training export runs/digits-cnn/checkpoint.pt --name digits-cnn
 	$(BIN)/python -m training train --arch row-lstm --dataset digits --epochs 40 --out runs/digits-lstm
 	$(BIN)/python -m training export runs/digits-lstm/checkpoint.pt --name digits-lstm
+	$(BIN)/python -m training train --arch bilstm-text --dataset text-topics --epochs 10 --lr 1e-3 --batch-size 32 --max-length 32 --out runs/text-topics
+	$(BIN)/python -m training export runs/text-topics/checkpoint.pt --name text-topics
 
 clean: ## Remove caches and training runs (keeps .venv and exports/)
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ Each request runs the stages in order: read (size-limited) -> decode -> validate
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
@@ -16,7 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -24,7 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import decode
+from modelrepo.manifest import ImagePreprocessing
+from service import admin, decode
+from service.admission import Overloaded
 from service.errors import (
     ApiError,
     BadRequest,
@@ -35,7 +38,7 @@ from service.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from service.forms import form_openapi, predict_form
+from service.forms import form_openapi, predict_form, require_json
 from service.models import LoadedModel
 from service.postprocess import top_k as rank
 from service.runtime import Runtime
@@ -49,12 +52,24 @@ from service.schemas import (
     ModelsResponse,
     PredictResponse,
     ReadyResponse,
+    TextPredictRequest,
 )
+from service.security import SecurityMiddleware, needs_predict_key
+from service.settings import ServiceSettings
+from service.text import text_to_input
 
 log = logging.getLogger("digitserve")
 
-# Images larger than this are decoded in a thread so the event loop keeps serving others.
+PROTOCOL_PREFIX = "/v2"  # the Open Inference Protocol's endpoints (service/v2.py)
+
+# Images larger than this (in bytes or in pixels) are decoded in a thread so the event loop
+# keeps serving others: a 1500 x 1500 PNG of a few KB takes ~9 ms to decode here.
 THREAD_DECODE_BYTES = 256 * 1024
+LARGE_IMAGE_PIXELS = 512 * 512
+
+PREDICT_ENDPOINTS = frozenset(
+    {"/predict", "/predict/json", "/predict/batch", "/predict/text", "/v2/infer"}
+)
 
 OUTCOME_OF: dict[type[ApiError], str] = {
     InvalidImage: "invalid_image",
@@ -72,11 +87,49 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (400, "undecodable image or malformed request"),
         (404, "unknown model or version"),
         (413, "request body, image or pixel count over the limit"),
-        (415, "not a PNG, JPEG, GIF, BMP or WebP image, or a body that is not a form"),
+        (415, "not a PNG, JPEG, GIF, BMP or WebP image, or a body of the wrong media type"),
         (422, "a field is missing or out of range (the detail names it)"),
+        (401, "an API key is required (DIGITSERVE_API_KEY is set) and none was sent"),
+        (403, "the API key is not valid"),
+        (431, "the request headers are larger than the limit"),
         (503, "overloaded or not ready; retry after the Retry-After seconds"),
     ]
 }
+
+
+class AdmissionMiddleware:
+    """Stamps when a request arrived and lets prediction requests through the worker's
+    admission gate before their bodies are read: refusing an overload costs next to nothing."""
+
+    def __init__(self, app: ASGIApp, runtime: Callable[[], Runtime | None]) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        arrived = time.perf_counter()
+        scope.setdefault("state", {})["received"] = arrived
+        runtime = self.runtime()
+        if runtime is None or not runtime.ready or not needs_predict_key(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        try:
+            runtime.admission.enter(arrived)
+        except Overloaded as exc:
+            runtime.metrics.rejected.labels("unknown", "", exc.reason).inc()
+            path = scope["path"]
+            endpoint = "/v2/infer" if is_protocol_path(path) else path
+            if endpoint not in PREDICT_ENDPOINTS:  # the label never takes the client's text
+                endpoint = "other"
+            runtime.metrics.requests.labels("unknown", "", endpoint, "overloaded").inc()
+            await send_error(send, exc, scope["path"])
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            runtime.admission.leave()
 
 
 class BodyLimitMiddleware:
@@ -91,7 +144,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {})["received"] = time.perf_counter()
+        scope.setdefault("state", {}).setdefault("received", time.perf_counter())
         limit = self.max_body_bytes()
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
@@ -102,6 +155,7 @@ class BodyLimitMiddleware:
                     "the request body is larger than the upload limit",
                     detail={"bytes": int(length), "limit_bytes": limit},
                 ),
+                scope["path"],
             )
             return
         seen = 0
@@ -129,19 +183,19 @@ class BodyLimitMiddleware:
                 await send(message)
             elif not answered and message["type"] == "http.response.start":
                 answered = True
-                await send_error(send, too_large)
+                await send_error(send, too_large, scope["path"])
 
         try:
             await self.app(scope, limited_receive, guarded_send)
         except PayloadTooLarge:
             if not answered and too_large is not None:
                 answered = True
-                await send_error(send, too_large)
+                await send_error(send, too_large, scope["path"])
 
 
-async def send_error(send: Send, exc: ApiError) -> None:
+async def send_error(send: Send, exc: ApiError, path: str = "") -> None:
     """Answer `exc` in the API's shape from ASGI middleware (outside FastAPI's handlers)."""
-    response = error_response(exc)
+    response = error_response(exc, path)
     await send(
         {
             "type": "http.response.start",
@@ -158,8 +212,14 @@ def json_body(body: BaseModel) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+def error_response(exc: ApiError, path: str = "") -> JSONResponse:
+    # The Open Inference Protocol's clients (service/v2.py) read errors as {"error": "..."}.
+    body = {"error": exc.message} if is_protocol_path(path) else exc.body()
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers())
+
+
+def is_protocol_path(path: str) -> bool:
+    return path == PROTOCOL_PREFIX or path.startswith(PROTOCOL_PREFIX + "/")
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -184,14 +244,29 @@ async def to_input(runtime: Runtime, model: LoadedModel, data: bytes) -> np.ndar
     """decode -> validate -> preprocess one image, timed per model."""
     started = time.perf_counter()
     settings = runtime.settings
+    spec = model.manifest.preprocessing
+    if not isinstance(spec, ImagePreprocessing):
+        raise ValidationFailed(
+            f"model {model.key} classifies text: send text to /predict/text",
+            detail=[{"field": "model", "message": "not an image model", "value": model.name}],
+        )
     work = functools.partial(
         decode.preprocess,
         data,
-        model.manifest.preprocessing,
+        spec,
         max_bytes=settings.max_upload_bytes,
         max_pixels=settings.max_image_pixels,
     )
-    x = await run_in_threadpool(work) if len(data) > THREAD_DECODE_BYTES else work()
+    if len(data) > THREAD_DECODE_BYTES:
+        x = await run_in_threadpool(work)
+    elif decode.header_pixels(data) > LARGE_IMAGE_PIXELS:
+        # One large decode per turn of the event loop: between two, it accepts, answers and
+        # refuses other requests, instead of running every queued decode back to back.
+        async with runtime.large_decode:
+            x = work()
+            await asyncio.sleep(0)
+    else:
+        x = work()
     runtime.metrics.preprocess_seconds.labels(model.name, str(model.version)).observe(
         time.perf_counter() - started
     )
@@ -216,16 +291,28 @@ async def counted(
     try:
         model = runtime.models.resolve(model_name, version)
         model_label, version_label = model.name, str(model.version)
-        result = await work(model)
+        with runtime.admission.admit(model.key):
+            result = await work(model)
     except ApiError as exc:
         outcome = next((o for cls, o in OUTCOME_OF.items() if isinstance(exc, cls)), "error")
         runtime.metrics.requests.labels(model_label, version_label, endpoint, outcome).inc()
+        if isinstance(exc, Overloaded):
+            runtime.metrics.rejected.labels(model_label, version_label, exc.reason).inc()
         raise
     runtime.metrics.requests.labels(model_label, version_label, endpoint, "ok").inc()
     runtime.metrics.request_seconds.labels(model_label, version_label, endpoint).observe(
         time.perf_counter() - received
     )
     return result
+
+
+async def infer(
+    request: Request, runtime: Runtime, model: LoadedModel, x: np.ndarray
+) -> np.ndarray:
+    """Batch `x` with the model's other requests, unless the request's budget is already spent
+    (then 503 at once: answering it late helps no one and delays the requests behind it)."""
+    runtime.admission.check_deadline(arrival(request))
+    return await runtime.batcher(model).infer(x)
 
 
 def arrival(request: Request) -> float:
@@ -251,7 +338,7 @@ async def predict_one(
     async def work(model: LoadedModel) -> PredictResponse:
         check_top_k(top_k, model)
         x = await to_input(runtime, model, data)
-        logits = await runtime.batcher(model).infer(x)
+        logits = await infer(request, runtime, model, x)
         return PredictResponse(
             model=model.name,
             version=model.version,
@@ -290,12 +377,22 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         rt: Runtime | None = getattr(app.state, "runtime", None)
         return rt.settings.max_upload_bytes if rt else 10 * 1024 * 1024
 
+    def settings() -> ServiceSettings | None:
+        rt: Runtime | None = getattr(app.state, "runtime", None)
+        return rt.settings if rt else None
+
+    def current_runtime() -> Runtime | None:
+        return getattr(app.state, "runtime", None)
+
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body)
+    app.add_middleware(AdmissionMiddleware, runtime=current_runtime)
+    # Added last, so it runs first: an unauthorised request's body is never read.
+    app.add_middleware(SecurityMiddleware, settings=settings, send_error=send_error)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
         log.info("rejected %s %s: %d %s", request.method, request.url.path, exc.status, exc.message)
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -313,11 +410,12 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response(ApiError("internal error", detail=None))
+        return error_response(ApiError("internal error", detail=None), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = ApiError(str(exc.detail).lower(), status=exc.status_code)
+        # Keep Starlette's headers, e.g. the Allow that RFC 9110 requires on a 405.
+        error = ApiError(str(exc.detail).lower(), status=exc.status_code, headers=exc.headers)
         return await on_api_error(request, error)
 
     @app.post(
@@ -345,6 +443,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         response_model=PredictResponse,
         tags=["predict"],
         summary="Classify one base64-encoded image sent as JSON",
+        dependencies=[Depends(require_json)],  # 415 for a body that is not JSON
     )
     async def predict_json(request: Request, body: JsonPredictRequest) -> Response:
         try:
@@ -356,6 +455,32 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         return json_body(
             await predict_one(request, "/predict/json", data, body.model, body.version, body.top_k)
         )
+
+    @app.post(
+        "/predict/text",
+        response_model=PredictResponse,
+        dependencies=[Depends(require_json)],
+        tags=["predict"],
+        summary="Classify a text (or a text pair) with a text model",
+        description="Tokenized exactly as in training (the manifest carries the vocabulary, "
+        "max length and rules); batched with other text requests to the same model.",
+    )
+    async def predict_text(request: Request, body: TextPredictRequest) -> Response:
+        runtime = runtime_of(request)
+        name = body.model or runtime.models.default_text_model()
+
+        async def work(model: LoadedModel) -> PredictResponse:
+            check_top_k(body.top_k, model)
+            x = text_to_input(model, body.text, body.text_pair)
+            logits = await infer(request, runtime, model, x)
+            return PredictResponse(
+                model=model.name,
+                version=model.version,
+                predictions=rank(logits[0], model.manifest.labels, body.top_k),
+                latency_ms=elapsed_ms(request),
+            )
+
+        return json_body(await counted(request, runtime, "/predict/text", name, body.version, work))
 
     @app.post(
         "/predict/batch",
@@ -391,7 +516,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
                         **(exc.detail if isinstance(exc.detail, dict) else {}),
                     }
                     raise
-            logits = await runtime.batcher(resolved).infer(np.concatenate(inputs))
+            logits = await infer(request, runtime, resolved, np.concatenate(inputs))
             results = [
                 ImageResult(
                     index=i,
@@ -438,6 +563,11 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         ]
         return ModelsResponse(default_model=registry.default_model, models=infos)
 
+    app.include_router(admin.router)
+    from service import v2  # NOTE: imported here, not at the top: v2 builds on this module
+
+    app.include_router(v2.router)
+
     @app.get(
         "/livez",
         response_model=HealthResponse,
@@ -455,6 +585,11 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     )
     async def readyz(request: Request) -> ReadyResponse:
         runtime = runtime_of(request)  # 503 + Retry-After until ready
-        return ReadyResponse(ready=True, models=list(runtime.batchers))
+        reason = runtime.not_ready_reason()
+        if reason is not None:
+            raise ServiceUnavailable(
+                f"not ready: {reason['reason']}", detail={"ready": False, **reason}
+            )
+        return ReadyResponse(ready=True, models=[m.key for m in runtime.models])
 
     return app

@@ -18,15 +18,15 @@ import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher, Optimizer
 from numpy.typing import NDArray
 
-from service.errors import ServiceUnavailable
+from service.admission import Overloaded
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 
 
 class Item(NamedTuple):
-    """One image's input tensor (C, H, W) and when it was submitted."""
+    """One input (an image's (C, H, W) or a text's (T,) token ids) and when it was submitted."""
 
-    x: NDArray[np.float32]
+    x: NDArray[np.generic]
     submitted: float
 
 
@@ -50,10 +50,9 @@ class BoundedWaitOptimizer(Optimizer):
 
 
 def _overloaded() -> NoReturn:
-    # Called by the dispatcher when a request cannot be served within max_latency_ms.
-    raise ServiceUnavailable(
-        "overloaded: the request could not be served within the latency budget",
-        detail={"reason": "latency_budget"},
+    # Called by the dispatcher when a queued request cannot be served within max_latency_ms.
+    raise Overloaded(
+        "deadline", "overloaded: the request could not be answered within the latency budget"
     )
 
 
@@ -90,8 +89,8 @@ class ModelBatcher:
         self._submit = self._dispatcher(self._run_batch)
         self.record_metrics = True  # off while warming up: those calls are not clients'
 
-    async def infer(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        """(N, C, H, W) -> (N, classes) logits, batched with whatever else is queued."""
+    async def infer(self, x: NDArray[np.generic]) -> NDArray[np.float32]:
+        """(N, ...) inputs -> (N, classes) logits, batched with whatever else is queued."""
         if len(x) == 0:
             # NOTE: onnxruntime aborts the whole process on an empty LSTM batch; never send one.
             raise ValueError("infer() needs at least one image")
@@ -110,7 +109,7 @@ class ModelBatcher:
         """The dispatcher's callback: one onnxruntime call for every queued item."""
         started = time.perf_counter()
         items = [item for job in jobs for item in job]
-        x = np.stack([item.x for item in items])  # (B, C, H, W)
+        x = np.stack([item.x for item in items])  # (B, C, H, W) or (B, T)
         if self._executor is not None:
             loop = asyncio.get_running_loop()
             logits = await loop.run_in_executor(self._executor, self.model.run, x)

@@ -49,22 +49,28 @@ class ApiShape:
             await self.bentoml_app(scope, receive, send)
             return
         replaced: int | None = None
+        allow: str | None = None
 
         async def json_errors(message: Message) -> None:
-            nonlocal replaced
+            nonlocal replaced, allow
             if message["type"] == "http.response.start" and message["status"] in (404, 405):
                 headers = dict(message.get("headers", []))
                 if headers.get(b"content-type", b"").startswith(b"text/plain"):
                     replaced = message["status"]
+                    if b"allow" in headers:  # a 405 says which methods would do
+                        allow = headers[b"allow"].decode("latin-1")
                     return
             if replaced is not None and message["type"] == "http.response.body":
                 if not message.get("more_body", False):
                     error = (
                         NotFound(f"no endpoint at {scope['path']}")
                         if replaced == 404
-                        else MethodNotAllowed(detail={"method": scope["method"]})
+                        else MethodNotAllowed(
+                            detail={"method": scope["method"]},
+                            headers={"Allow": allow} if allow else None,
+                        )
                     )
-                    await send_error(send, error)
+                    await send_error(send, error, scope["path"])
                 return
             await send(message)
 
@@ -84,6 +90,7 @@ class DigitServe:
     def __init__(self) -> None:
         configure_logging()
         self.runtime = Runtime(SETTINGS)  # loads and warms every model, or fails start-up
+        self.runtime.worker_index = bentoml.server_context.worker_index
         app.state.runtime = self.runtime
 
     def __is_ready__(self) -> bool:

@@ -1,15 +1,22 @@
-"""`python -m service`: check the settings and the model repository, then exec `bentoml serve`."""
+"""`python -m service`: check the settings and the model repository, then run `bentoml serve`
+and drain it gracefully on SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from service.lifecycle import Roster
 from service.settings import ENV_PREFIX, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.check:
         return 0
-    env = {**os.environ, **settings.to_env(), "BENTOML_DO_NOT_TRACK": "true"}
+    runtime_dir = Path(tempfile.mkdtemp(prefix=f"digitserve-{args.port}-"))
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "BENTOML_DO_NOT_TRACK": "true",
+        f"{ENV_PREFIX}RUNTIME_DIR": str(runtime_dir),
+    }
     # BentoML keeps the workers' Prometheus files under BENTOML_HOME and empties that folder
     # at start, so two servers sharing the default ~/bentoml would wipe each other's metrics.
     env.setdefault("BENTOML_HOME", str(Path(tempfile.gettempdir()) / f"digitserve-{args.port}"))
@@ -110,7 +123,44 @@ def main(argv: list[str] | None = None) -> int:
         str(args.port),
         "--working-dir",
         str(ROOT),
+        "--timeout-graceful-shutdown",
+        str(settings.shutdown_timeout_s),
     ]
     print(f"digitserve: listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    os.execve(sys.executable, command, env)  # keeps the PID: signals reach bentoml directly
-    return 0  # not reached
+    try:
+        return supervise(command, env, Roster(runtime_dir, settings.workers), settings.drain_s)
+    finally:
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+def supervise(command: list[str], env: dict[str, str], roster: Roster, drain_s: float) -> int:
+    """Run BentoML as a child and turn SIGTERM into a graceful drain: /readyz answers 503 for
+    `drain_s` seconds while requests are still served (load balancers stop sending), then
+    BentoML gets SIGTERM, finishes the requests in flight and exits. SIGINT (Ctrl-C) skips
+    the drain."""
+    child = subprocess.Popen(command, env=env)
+    stopping = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        roster.start_draining()
+        print(f"digitserve: SIGTERM, draining for {drain_s:g} s", file=sys.stderr, flush=True)
+        threading.Thread(target=_stop_after, args=(child, drain_s), daemon=True).start()
+
+    def on_int(signum: int, frame: object) -> None:
+        roster.start_draining()
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_int)
+    return child.wait()
+
+
+def _stop_after(child: subprocess.Popen[bytes], delay_s: float) -> None:
+    time.sleep(delay_s)
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ onnxruntime call where one exception would fail every request in the batch.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -97,3 +98,20 @@ def preprocess(
 ) -> NDArray[np.float32]:
     """decode -> validate -> preprocess, for one uploaded image."""
     return image_to_input(decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels), spec)
+
+
+def header_pixels(data: bytes) -> int:
+    """Width x height from a PNG, GIF or BMP header without decoding (0 when unknown): a
+    small file can still be a large image, and large images are decoded off the event loop."""
+    try:
+        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", data[16:24])
+        elif data.startswith((b"GIF87a", b"GIF89a")):
+            width, height = struct.unpack("<HH", data[6:10])
+        elif data.startswith(b"BM") and len(data) >= 26:
+            width, height = struct.unpack("<ii", data[18:26])
+        else:
+            return 0
+    except struct.error:
+        return 0
+    return abs(int(width) * int(height))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -12,19 +13,26 @@ class ApiError(Exception):
     error = "internal error"
 
     def __init__(
-        self, message: str | None = None, detail: Any = None, *, status: int | None = None
+        self,
+        message: str | None = None,
+        detail: Any = None,
+        *,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message or self.error)
         self.message = message or self.error
         self.detail = detail
         if status is not None:
             self.status = status
+        self._headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "detail": self.detail}
 
     def headers(self) -> dict[str, str]:
-        return {}
+        """Response headers the status calls for, e.g. the `Allow` of a 405 (RFC 9110)."""
+        return dict(self._headers)
 
 
 class BadRequest(ApiError):
@@ -57,8 +65,27 @@ class UnsupportedMediaType(ApiError):
 
 
 class ValidationFailed(ApiError):
+    """422; `detail` lists the problems as {"field": ..., "message": ...}."""
+
     status = 422
     error = "request validation failed"
+
+    def __init__(self, message: str | None = None, detail: Any = None, **options: Any) -> None:
+        if isinstance(detail, list):  # a field name is the client's text (an unknown JSON key)
+            detail = [clip_field(problem) for problem in detail]
+        super().__init__(message, detail, **options)
+
+
+FIELD_CHARS = 100
+
+
+def clip_field(problem: Any) -> Any:
+    """A problem whose field name is longer than FIELD_CHARS, with the name cut short: the
+    answer must not echo a megabyte-long JSON key back."""
+    field = problem.get("field") if isinstance(problem, dict) else None
+    if isinstance(field, str) and len(field) > FIELD_CHARS:
+        return {**problem, "field": field[:FIELD_CHARS] + "..."}
+    return problem
 
 
 class ServiceUnavailable(ApiError):
@@ -71,3 +98,21 @@ class ServiceUnavailable(ApiError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class Unauthorized(ApiError):
+    status = 401
+    error = "an API key is required"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="digitserve"'}
+
+
+class Forbidden(ApiError):
+    status = 403
+    error = "forbidden"
+
+
+class HeadersTooLarge(ApiError):
+    status = 431
+    error = "request header fields too large"

@@ -43,16 +43,26 @@ class PredictForm:
     options: PredictOptions
 
 
+def form_field_schema(field: dict[str, Any]) -> dict[str, Any]:
+    """A PredictOptions field as a form documents it: a form part cannot be null (an optional
+    field is left out), so `anyOf: [X, {"type": "null"}]` becomes X."""
+    choices = [c for c in field.get("anyOf", []) if c != {"type": "null"}]
+    if len(choices) != 1:
+        return field
+    return {**{k: v for k, v in field.items() if k != "anyOf"}, **choices[0]}
+
+
 def form_openapi(file_field: str, *, many: bool, description: str) -> dict[str, Any]:
     """`openapi_extra` documenting a multipart body: the file part(s) and PredictOptions."""
     binary: dict[str, Any] = {"type": "string", "format": "binary"}
-    file_schema = {"type": "array", "items": binary} if many else binary
+    file_schema = {"type": "array", "items": binary, "minItems": 1} if many else binary
+    options = PredictOptions.model_json_schema()["properties"]
     schema = {
         "type": "object",
         "required": [file_field],
         "properties": {
             file_field: {**file_schema, "description": description},
-            **PredictOptions.model_json_schema()["properties"],
+            **{name: form_field_schema(field) for name, field in options.items()},
         },
     }
     return {
@@ -83,6 +93,12 @@ async def predict_form(request: Request, file_field: str, *, max_files: int
         # Starlette reports parse errors as MultiPartException, or as a 400 HTTPException
         # when it runs inside an app.
         reason = exc.message if isinstance(exc, MultiPartException) else str(exc.detail)
+        if "Too many files" in reason and max_files == 1:
+            # The same mistake as two parts, which the endpoint answers itself: the same 400.
+            raise BadRequest(
+                f"send exactly one {file_field!r} part; use /predict/batch for several",
+                detail={"field": file_field, "limit": 1},
+            ) from None
         if "Too many files" in reason:
             raise PayloadTooLarge(f"at most {max_files} image(s) per request",
                                   detail={"limit": max_files}) from None  # fmt: skip
@@ -103,3 +119,16 @@ async def predict_form(request: Request, file_field: str, *, max_files: int
         yield PredictForm(files=[p for p in parts if isinstance(p, UploadFile)], options=options)
     finally:
         await form.close()
+
+
+async def require_json(request: Request) -> None:
+    """A dependency of the JSON endpoints: 415 for a body not declared JSON (FastAPI would
+    validate its raw bytes as the model and answer a puzzling 422 with no field named)."""
+    content_type = request.headers.get("content-type")
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    kind, _, subtype = media_type.partition("/")
+    if kind != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        raise UnsupportedMediaType(
+            "the body must be application/json",
+            detail={"content_type": content_type},
+        )

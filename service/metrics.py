@@ -56,6 +56,21 @@ class ServiceMetrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        self.rejected = Counter(
+            "overload_rejections",
+            "Requests refused with 503 to protect the latency budget, by reason "
+            "(queue_full: the model's queue is full; deadline: it could not be answered in time)",
+            (*labels, "reason"),
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self.reloads = Counter(
+            "reloads",
+            "Model repository reloads by outcome (ok, failed: a new version was refused)",
+            ("outcome",),
+            namespace=NAMESPACE,
+            registry=reg,
+        )
         self.request_seconds = Histogram(
             "request_seconds", "Time from arrival to answer of successful prediction requests",
             (*labels, "endpoint"), namespace=NAMESPACE, registry=reg, buckets=LATENCY_BUCKETS,

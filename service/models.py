@@ -13,7 +13,7 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from modelrepo.layout import RepositoryError, list_models, list_versions, open_version
-from modelrepo.manifest import Manifest
+from modelrepo.manifest import Manifest, TextPreprocessing
 from service.errors import NotFound
 from service.settings import ServiceSettings
 
@@ -48,12 +48,22 @@ class LoadedModel:
     def key(self) -> str:
         return f"{self.name}:{self.version}"
 
-    def run(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
-        """(B, C, H, W) -> (B, classes) logits; onnxruntime releases the GIL while it runs."""
+    def run(self, x: NDArray[np.generic]) -> NDArray[np.float32]:
+        """(B, C, H, W) images or (B, T) token ids -> (B, classes) logits; onnxruntime
+        releases the GIL while it runs."""
         out: NDArray[np.float32] = self.session.run(
             [self.manifest.output_name], {self.manifest.input.name: x}
         )[0]
         return out
+
+
+def blank_input(model: LoadedModel, n: int) -> NDArray[np.generic]:
+    """A batch of `n` all-zero inputs (pad tokens for text) in the shape and dtype the service
+    sends the model: text is always padded to the manifest's max_length."""
+    p = model.manifest.preprocessing
+    if isinstance(p, TextPreprocessing):
+        return np.zeros((n, p.max_length), dtype=np.int64)
+    return np.zeros((n, *model.manifest.input.shape[1:]), dtype=np.float32)
 
 
 def choose_providers(device: str) -> list[str]:
@@ -171,6 +181,16 @@ class ModelRegistry:
     def __iter__(self) -> Iterator[LoadedModel]:
         for versions in self._by_name.values():
             yield from (versions[v] for v in sorted(versions))
+
+    def default_text_model(self) -> str:
+        """The model /predict/text uses when a request names none: the default model if it
+        reads text, else the first text model loaded; 404 when none is."""
+        names = [self.default_model, *self._by_name]
+        for name in names:
+            latest = self._by_name[name][max(self._by_name[name])]
+            if isinstance(latest.manifest.preprocessing, TextPreprocessing):
+                return name
+        raise NotFound("no text model is loaded", detail={"available": sorted(self._by_name)})
 
     def latest_version(self, name: str) -> int:
         return max(self._by_name[name])

@@ -42,11 +42,16 @@ class JsonPredictRequest(_Body):
         min_length=1,
         description="the image file (PNG, JPEG, GIF, BMP or WebP), base64-encoded",
         examples=[
-            "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAJElEQVR4nGNgYGD4z8DAwMDAxMDAwMDAwMDAwMDAwMDAwAAAJnIBf1Qf0O0AAAAASUVORK5CYII="
+            # examples/digits/7.png: the documented example is a real digit the models read
+            "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAQklEQVR4nC3KQRGAIBAAwB0SXARsQAQi2MAKNjG"
+            "CUbABEaxAg/Pjvhd15gXGOLMh3ia7Ym1xq2Dmn/YZFBzPApEdH8G3EcaBn2t6AAAAAElFTkSuQmCC"
         ],
     )
     model: str | None = Field(
-        None, description="model name; default: the default model", examples=["digits-cnn"]
+        None,
+        max_length=64,  # as in the forms: an unknown name is echoed in the 404 and the log
+        description="model name; default: the default model",
+        examples=["digits-cnn"],
     )
     version: int | None = Field(
         None, ge=1, description="model version; default: the highest", examples=[1]
@@ -105,3 +110,29 @@ class ReadyResponse(_Body):
         description="loaded and warmed name:version pairs",
         examples=[["digits-cnn:1", "digits-lstm:1"]],
     )
+
+
+class TextPredictRequest(_Body):
+    text: str = Field(
+        min_length=1,
+        max_length=100_000,  # the model's own limit (max_text_chars in its manifest) is lower
+        description="the text to classify (the model's max_text_chars at most)",
+        examples=["the striker scored twice in the second half"],
+    )
+    text_pair: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100_000,
+        description="the second text, for text-pair models (e.g. duplicate questions)",
+        examples=[None],
+    )
+    model: str | None = Field(
+        None,
+        max_length=64,
+        description="model name; default: the first text model loaded",
+        examples=["text-topics"],
+    )
+    version: int | None = Field(
+        None, ge=1, description="model version; default: the highest", examples=[1]
+    )
+    top_k: int = Field(3, ge=1, description="how many classes to return (1..classes)", examples=[3])

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "DIGITSERVE_"
@@ -35,10 +35,16 @@ class ServiceSettings(BaseSettings):
     )
     max_batch_size: int = Field(32, ge=1, le=4096, description="images per onnxruntime call")
     max_latency_ms: int = Field(
-        1000,
+        500,
         ge=1,
-        description="adaptive batching budget: a request expected to wait longer "
-        "is answered 503 at once",
+        description="latency budget per request, from arrival: a request that cannot be "
+        "answered within it is refused with 503 + Retry-After at once",
+    )
+    max_queue: int = Field(
+        256,
+        ge=1,
+        description="requests admitted per model and worker at once (decoding, queued or "
+        "running); more are refused with 503 + Retry-After",
     )
     max_batch_wait_ms: float = Field(
         2.0, ge=0, description="longest the dispatcher may hold a request to grow its batch"
@@ -58,7 +64,43 @@ class ServiceSettings(BaseSettings):
         False, description="run onnxruntime in a thread beside the event loop (for large models "
         "and GPUs); off (default) runs it inline, which costs less for small models"
     )  # fmt: skip
+    api_key: SecretStr | None = Field(
+        None, description="when set, predict endpoints need it (Authorization: Bearer or X-API-Key)"
+    )
+    admin_api_key: SecretStr | None = Field(
+        None, description="key for the /admin endpoints; unset disables them (403)"
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="request headers, all together; more is answered 431"
+    )
+    drain_s: float = Field(
+        3.0,
+        ge=0,
+        description="after SIGTERM: seconds of answering requests while /readyz says 503, "
+        "so load balancers stop sending, before in-flight requests are finished and it exits",
+    )
+    shutdown_timeout_s: int = Field(
+        20, ge=1, description="after draining: longest wait for in-flight requests to finish"
+    )
+    runtime_dir: Path | None = Field(
+        None,
+        description="folder the workers share (liveness, draining, reloads); "
+        "python -m service creates one",
+    )
+    reload_poll_s: float = Field(
+        0.0,
+        ge=0,
+        description="watch the model repository every this many seconds and load new "
+        "versions; 0 (default) reloads only on POST /admin/reload",
+    )
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [1, 8, 32])
+
+    @field_validator("api_key", "admin_api_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: object) -> object:
+        # DIGITSERVE_API_KEY= (as compose writes an unset ${VAR:-}) must not make the empty
+        # string a key that an empty header would match.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("models", "warmup_batch_sizes", mode="before")
     @classmethod
@@ -90,6 +132,8 @@ class ServiceSettings(BaseSettings):
         for name, value in self.model_dump(mode="json").items():
             if value is None:
                 continue
+            if name in ("api_key", "admin_api_key"):
+                value = getattr(self, name).get_secret_value()
             if isinstance(value, list):
                 value = ",".join(str(v) for v in value)
             env[f"{ENV_PREFIX}{name.upper()}"] = (

@@ -15,14 +15,17 @@ SEVEN = (ROOT / "examples" / "digits" / "7.png").read_bytes()
 def test_probes(server: Server) -> None:
     assert httpx.get(f"{server.url}/livez").json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/readyz").json()
-    assert ready == {"ready": True, "models": ["digits-cnn:1", "digits-lstm:1"]}
+    assert ready == {"ready": True, "models": ["digits-cnn:1", "digits-lstm:1", "text-topics:1"]}
 
 
 def test_models(server: Server) -> None:
     body = httpx.get(f"{server.url}/models").json()
     assert body["default_model"] == "digits-cnn"
     by_name = {m["name"]: m for m in body["models"]}
-    assert set(by_name) == {"digits-cnn", "digits-lstm"}
+    assert set(by_name) == {"digits-cnn", "digits-lstm", "text-topics"}
+    text = by_name["text-topics"]
+    assert text["task"] == "text-classification" and text["preprocessing"]["kind"] == "text"
+    assert text["input"]["dtype"] == "int64" and text["input"]["shape"] == [-1, -1]
     cnn = by_name["digits-cnn"]
     assert cnn["provider"] == "CPUExecutionProvider"
     assert cnn["input"] == {

@@ -21,7 +21,7 @@ def readme_curl_lines() -> list[str]:
 
 def test_readme_has_examples_for_every_endpoint() -> None:
     joined = "\n".join(readme_curl_lines())
-    for path in ("/predict ", "/predict/batch", "/predict/json", "/models", "/readyz"):
+    for path in ("/predict ", "/predict/batch", "/predict/json", "/models", "/readyz", "/text"):
         assert path.strip() in joined, path
 
 
@@ -40,10 +40,11 @@ def test_readme_curl_examples_work(server: Server) -> None:
         )
         assert result.returncode == 0, (line, result.stderr)
         answers.append(json.loads(result.stdout))
-    predict, lstm, batch, as_json, models, ready = answers
+    predict, lstm, batch, as_json, models, ready, text = answers
     assert predict["predictions"][0]["label"] == "7" and len(predict["predictions"]) == 3
     assert lstm["model"] == "digits-lstm" and len(lstm["predictions"]) == 1
     assert [r["predictions"][0]["label"] for r in batch["results"]] == ["3", "8"]
     assert as_json["predictions"][0]["label"] == "7"
-    assert {m["name"] for m in models["models"]} == {"digits-cnn", "digits-lstm"}
+    assert {m["name"] for m in models["models"]} == {"digits-cnn", "digits-lstm", "text-topics"}
     assert ready["ready"] is True
+    assert text["model"] == "text-topics" and text["predictions"][0]["label"] == "sports"

@@ -87,7 +87,11 @@ def registry() -> ModelRegistry:
 
 
 def test_every_model_by_default() -> None:
-    assert resolve_specs(settings_for(EXPORTS)) == [("digits-cnn", 1), ("digits-lstm", 1)]
+    assert resolve_specs(settings_for(EXPORTS)) == [
+        ("digits-cnn", 1),
+        ("digits-lstm", 1),
+        ("text-topics", 1),
+    ]
 
 
 def test_named_models_keep_the_given_order() -> None:
@@ -104,12 +108,13 @@ def test_all_versions_by_default(repo_with_v2: Path) -> None:
         ("digits-cnn", 1),
         ("digits-cnn", 2),
         ("digits-lstm", 1),
+        ("text-topics", 1),
     ]
 
 
 def test_latest_versions_only(repo_with_v2: Path) -> None:
     settings = settings_for(repo_with_v2, versions="latest")
-    assert resolve_specs(settings) == [("digits-cnn", 2), ("digits-lstm", 1)]
+    assert resolve_specs(settings) == [("digits-cnn", 2), ("digits-lstm", 1), ("text-topics", 1)]
 
 
 def test_pinning_beats_latest(repo_with_v2: Path) -> None:
@@ -165,7 +170,7 @@ def test_repository_that_is_a_file_is_a_startup_error(tmp_path: Path) -> None:
 
 def test_registry_loads_every_bundled_model_on_the_cpu(registry: ModelRegistry) -> None:
     models = list(registry)
-    assert [m.key for m in models] == ["digits-cnn:1", "digits-lstm:1"]
+    assert [m.key for m in models] == ["digits-cnn:1", "digits-lstm:1", "text-topics:1"]
     for model in models:
         assert model.provider == CPU
         assert model.session.get_providers()[0] == CPU
@@ -193,8 +198,9 @@ def test_unknown_model_is_404_listing_the_available(registry: ModelRegistry) -> 
         registry.resolve("nope", None)
     error = info.value
     assert error.status == 404
-    assert error.detail == {"model": "nope", "available": ["digits-cnn", "digits-lstm"]}
-    assert error.body()["detail"]["available"] == ["digits-cnn", "digits-lstm"]
+    available = ["digits-cnn", "digits-lstm", "text-topics"]
+    assert error.detail == {"model": "nope", "available": available}
+    assert error.body()["detail"]["available"] == available
 
 
 @pytest.mark.parametrize("version", [2, 0, -1])
@@ -209,7 +215,12 @@ def test_unknown_version_is_404_listing_the_available(
 
 def test_default_is_the_highest_version(repo_with_v2: Path) -> None:
     registry = load_registry(settings_for(repo_with_v2))
-    assert [m.key for m in registry] == ["digits-cnn:1", "digits-cnn:2", "digits-lstm:1"]
+    assert [m.key for m in registry] == [
+        "digits-cnn:1",
+        "digits-cnn:2",
+        "digits-lstm:1",
+        "text-topics:1",
+    ]
     assert registry.resolve(None, None).key == "digits-cnn:2"
     assert registry.resolve("digits-cnn", 1).key == "digits-cnn:1"
     assert registry.latest_version("digits-cnn") == 2
@@ -345,7 +356,7 @@ def test_cuda_device_without_cuda_fails_loading() -> None:
 def test_run_on_a_batch_of_real_digits(name: str, registry: ModelRegistry) -> None:
     model: LoadedModel = registry.resolve(name, 1)
     data = load_dataset("digits")
-    x = pixels_to_input(data.test_images[:3], model.manifest.preprocessing)
+    x = pixels_to_input(data.test_images[:3], model.manifest.image_preprocessing)
     assert x.shape == (3, 1, 8, 8)
     logits = model.run(x)
     assert logits.shape == (3, 10)

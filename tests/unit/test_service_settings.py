@@ -38,7 +38,7 @@ def test_defaults() -> None:
     assert s.ort_threads == 1
     assert s.device == "auto"
     assert s.max_batch_size == 32
-    assert s.max_latency_ms == 1000
+    assert s.max_latency_ms == 500
     assert s.max_upload_bytes == 10 * 1024 * 1024
     assert s.max_image_pixels == 25_000_000
     assert s.max_batch_images == 64
@@ -67,7 +67,7 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.device == "cpu"
     assert s.access_log is True
     assert s.request_timeout_s == 2.5
-    assert s.max_latency_ms == 1000  # untouched fields keep their defaults
+    assert s.max_latency_ms == 500  # untouched fields keep their defaults
 
 
 def test_env_names_are_case_insensitive_and_unprefixed_names_ignored(
@@ -198,7 +198,24 @@ def test_to_env_round_trip_of_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_to_env_names_every_field_but_unset_optionals() -> None:
     env = ServiceSettings(default_model="digits-cnn").to_env()
-    assert set(env) == {ENV_PREFIX + name.upper() for name in ServiceSettings.model_fields}
+    unset = {"api_key", "admin_api_key", "runtime_dir"}
+    assert set(env) == {
+        ENV_PREFIX + n.upper() for n in ServiceSettings.model_fields if n not in unset
+    }
+
+
+def test_to_env_carries_the_keys_themselves_not_their_masks() -> None:
+    settings = ServiceSettings(api_key="k1", admin_api_key="k2")
+    env = settings.to_env()
+    assert (env["DIGITSERVE_API_KEY"], env["DIGITSERVE_ADMIN_API_KEY"]) == ("k1", "k2")
+    assert "k1" not in settings.model_dump_json()  # what start-up prints
+
+
+def test_an_empty_key_is_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIGITSERVE_API_KEY", "")
+    monkeypatch.setenv("DIGITSERVE_ADMIN_API_KEY", "  ")
+    settings = ServiceSettings()
+    assert settings.api_key is None and settings.admin_api_key is None
 
 
 def test_default_workers_follow_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:

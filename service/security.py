@@ -1,0 +1,91 @@
+"""API keys and header limits, checked before any route runs.
+
+Predict endpoints need DIGITSERVE_API_KEY when it is set; /admin endpoints always need
+DIGITSERVE_ADMIN_API_KEY and are refused (403) when it is not set. A key is sent as
+`Authorization: Bearer <key>` or `X-API-Key: <key>` and compared in constant time.
+Health, metrics, /models and the OpenAPI page stay open: probes and scrapers carry no keys.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.errors import ApiError, Forbidden, HeadersTooLarge, Unauthorized
+from service.settings import ServiceSettings
+
+PREDICT_PREFIXES = ("/predict",)
+ADMIN_PREFIX = "/admin"
+
+
+def needs_predict_key(path: str) -> bool:
+    """Predict endpoints: /predict... and the Open Inference Protocol's .../infer."""
+    return path.startswith(PREDICT_PREFIXES) or (
+        path.startswith("/v2/models/") and path.endswith("/infer")
+    )
+
+
+def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.strip()
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].strip()
+    return None
+
+
+def check_key(presented: bytes | None, expected: str, what: str) -> None:
+    if presented is None:
+        raise Unauthorized(
+            f"{what} needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+        )
+    # compare_digest takes time independent of where the first difference is.
+    if not hmac.compare_digest(presented, expected.encode()):
+        raise Forbidden("the API key is not valid")
+
+
+class SecurityMiddleware:
+    """431 for oversized headers; 401/403 for missing or wrong keys, in the API's error shape."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Callable[[], ServiceSettings | None],
+        send_error: Callable[[Send, ApiError, str], Awaitable[None]],
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.send_error = send_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = self.settings()
+        if scope["type"] != "http" or settings is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            self.check(scope, settings)
+        except ApiError as exc:
+            await self.send_error(send, exc, scope["path"])
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def check(scope: Scope, settings: ServiceSettings) -> None:
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        size = sum(len(k) + len(v) + 4 for k, v in headers)
+        if size > settings.max_header_bytes:
+            raise HeadersTooLarge(
+                "the request headers are larger than the limit",
+                detail={"bytes": size, "limit_bytes": settings.max_header_bytes},
+            )
+        path: str = scope["path"]
+        if path.startswith(ADMIN_PREFIX):
+            if settings.admin_api_key is None:
+                raise Forbidden(
+                    "the admin API is disabled: start the server with DIGITSERVE_ADMIN_API_KEY"
+                )
+            check_key(presented_key(headers), settings.admin_api_key.get_secret_value(), path)
+        elif settings.api_key is not None and needs_predict_key(path):
+            check_key(presented_key(headers), settings.api_key.get_secret_value(), path)
