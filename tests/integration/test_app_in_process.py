@@ -116,7 +116,7 @@ def test_overload_is_shed_at_once_with_503_and_retry_after() -> None:
         assert {r.status_code for r in responses} <= {200, 503}
         for r in shed:
             assert r.headers["retry-after"] == "1"
-            assert r.json()["detail"]["reason"] == "deadline"
+            assert r.json()["detail"]["reason"] in ("deadline", "queue_full")
         # Refused at the gate (before the model is known) or later, before batching.
         overloaded = sum(
             sample(
