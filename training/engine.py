@@ -81,6 +81,52 @@ def train_one_epoch(
     return total_loss / seen, correct / seen
 
 
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: tuple[str, ...] = (),
+    pad_value: torch.Tensor | None = None,
+    unit: str = "img",
+) -> list[dict[str, float]]:
+    """`epochs` passes over `train`, each evaluated on `test` and printed as one line; returns
+    the per-epoch history (train and test loss and accuracy)."""
+    history: list[dict[str, float]] = []
+    for epoch in range(1, epochs + 1):
+        train_loss, train_acc = train_one_epoch(
+            model,
+            optimizer,
+            *train,
+            batch_size=batch_size,
+            augment=augment,
+            pad_value=torch.zeros(0) if pad_value is None else pad_value,
+            generator=generator,
+            description=f"epoch {epoch}/{epochs}",
+            unit=unit,
+        )
+        result = evaluate(model, *test)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "test_loss": result.loss,
+                "test_accuracy": result.accuracy,
+            }
+        )
+        print(
+            f"epoch {epoch}/{epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+            f"test loss {result.loss:.4f} acc {result.accuracy:.4f}",
+            flush=True,
+        )
+    return history
+
+
 def confusion_matrix(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
     """matrix[t, p] = number of samples of class t predicted as p."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -88,12 +88,8 @@ def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
-def check_graph(path: Path, chw: tuple[int, int, int], num_classes: int) -> None:
-    """Full ONNX check, plus the shapes we rely on: a symbolic batch axis in and out.
-
-    NOTE: torch's dynamo exporter has been seen to fix an LSTM's batch axis to the example's
-    size after the first LSTM export in a process, silently; this catches it.
-    """
+def load_checked_graph(path: Path) -> onnx.GraphProto:
+    """Full ONNX check, weights in the one file, and exactly one graph input, INPUT_NAME."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -102,21 +98,43 @@ def check_graph(path: Path, chw: tuple[int, int, int], num_classes: int) -> None
     external = [t.name for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         raise ExportError(f"the exported graph keeps weights in external files: {external[:3]}")
-    inputs = [i for i in graph.input if i.name == INPUT_NAME]
-    if len(graph.input) != 1 or not inputs:
+    if [i.name for i in graph.input] != [INPUT_NAME]:
         raise ExportError(
             f"expected one graph input {INPUT_NAME!r}, got {[i.name for i in graph.input]}"
         )
-    in_dims, out_dims = _dims(inputs[0]), _dims(graph.output[0])
-    if not isinstance(in_dims[0], str) or in_dims[1:] != list(chw):
-        raise ExportError(f"input shape is {in_dims}, expected [batch, {', '.join(map(str, chw))}]")
+    return graph
+
+
+def check_output(graph: onnx.GraphProto, num_classes: int) -> None:
+    """The graph's output is [symbolic batch, num_classes]."""
+    out_dims = _dims(graph.output[0])
     if not isinstance(out_dims[0], str) or out_dims[1:] != [num_classes]:
         raise ExportError(f"output shape is {out_dims}, expected [batch, {num_classes}]")
 
 
-def parity(model: torch.nn.Module, path: Path, x: np.ndarray) -> tuple[float, bool]:
-    """max |torch - onnxruntime| over the logits of `x`, and whether every argmax agrees."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def check_graph(path: Path, chw: tuple[int, int, int], num_classes: int) -> None:
+    """Full ONNX check, plus the shapes we rely on: a symbolic batch axis in and out.
+
+    NOTE: torch's dynamo exporter has been seen to fix an LSTM's batch axis to the example's
+    size after the first LSTM export in a process, silently; this catches it.
+    """
+    graph = load_checked_graph(path)
+    in_dims = _dims(graph.input[0])
+    if not isinstance(in_dims[0], str) or in_dims[1:] != list(chw):
+        raise ExportError(f"input shape is {in_dims}, expected [batch, {', '.join(map(str, chw))}]")
+    check_output(graph, num_classes)
+
+
+def parity(
+    model: torch.nn.Module,
+    path: Path,
+    x: np.ndarray,
+    session: ort.InferenceSession | None = None,
+) -> tuple[float, bool]:
+    """max |torch - onnxruntime| over the logits of `x`, and whether every argmax agrees
+    (`session`: one already open on `path`, to check several inputs with one session)."""
+    if session is None:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     actual = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
@@ -127,9 +145,10 @@ def parity(model: torch.nn.Module, path: Path, x: np.ndarray) -> tuple[float, bo
 
 
 def _check_dynamic_batch(model: torch.nn.Module, path: Path, x: np.ndarray) -> None:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for n in DYNAMIC_BATCH_CHECKS:
         batch = np.resize(x, (n, *x.shape[1:]))  # repeats real images to reach n
-        diff, same = parity(model, path, batch)
+        diff, same = parity(model, path, batch, session)
         if diff > PARITY_TOLERANCE or not same:
             raise ExportError(f"at batch size {n} the export differs from torch (max diff {diff})")
 

@@ -33,6 +33,9 @@ from training.export import (
     ExportError,
     _dims,
     _quiet_exporter,
+    check_output,
+    load_checked_graph,
+    parity,
     training_provenance,
 )
 
@@ -75,27 +78,15 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> in
 def check_graph(path: Path, num_classes: int) -> None:
     """Full ONNX check, one self-contained file, an int64 [batch, tokens] input with both axes
     symbolic, and a [batch, num_classes] output."""
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"onnx.checker rejected the exported graph: {exc}") from None
-    graph = onnx.load(str(path), load_external_data=False).graph
-    external = [t.name for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        raise ExportError(f"the exported graph keeps weights in external files: {external[:3]}")
-    if [i.name for i in graph.input] != [INPUT_NAME]:
-        raise ExportError(
-            f"expected one graph input {INPUT_NAME!r}, got {[i.name for i in graph.input]}"
-        )
+    graph = load_checked_graph(path)
     value = graph.input[0]
-    in_dims, out_dims = _dims(value), _dims(graph.output[0])
+    in_dims = _dims(value)
     if value.type.tensor_type.elem_type != onnx.TensorProto.INT64:
         dtype = onnx.TensorProto.DataType.Name(value.type.tensor_type.elem_type)
         raise ExportError(f"input dtype is {dtype}, expected INT64 token ids")
     if len(in_dims) != 2 or not all(isinstance(d, str) for d in in_dims):
         raise ExportError(f"input shape is {in_dims}, expected [batch, tokens], both dynamic")
-    if not isinstance(out_dims[0], str) or out_dims[1:] != [num_classes]:
-        raise ExportError(f"output shape is {out_dims}, expected [batch, {num_classes}]")
+    check_output(graph, num_classes)
 
 
 def parity_grid(
@@ -110,16 +101,8 @@ def parity_grid(
         rows = np.ascontiguousarray(x[:, :length])
         for n in (*DYNAMIC_BATCH_CHECKS, len(x)):
             batch = np.resize(rows, (n, length))  # repeats held-out rows to reach n
-            with torch.no_grad():
-                expected = model(torch.from_numpy(batch)).numpy()
-            actual = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
-            if actual.shape != expected.shape:
-                raise ExportError(
-                    f"at {n} x {length} tokens onnxruntime returned shape {actual.shape}, "
-                    f"torch {expected.shape}"
-                )
-            diff = float(np.abs(actual - expected).max())
-            if diff > PARITY_TOLERANCE or not (actual.argmax(1) == expected.argmax(1)).all():
+            diff, argmax_equal = parity(model, path, batch, session)
+            if diff > PARITY_TOLERANCE or not argmax_equal:
                 raise ExportError(
                     f"parity check failed at batch {n} x {length} tokens: max abs diff "
                     f"{diff:.3g} (tolerance {PARITY_TOLERANCE}) or a different argmax"

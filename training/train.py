@@ -19,7 +19,7 @@ from training.augment import check_augmentations
 from training.checkpoint import save_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import TEXT_DATASETS, ImageDataset, load_dataset
-from training.engine import confusion_matrix, evaluate, seed_everything, train_one_epoch
+from training.engine import confusion_matrix, evaluate, fit, seed_everything
 from training.models import build_model, get_architecture
 
 PARITY_BATCH = 32  # held-out test images stored in the checkpoint for the export parity check
@@ -108,35 +108,18 @@ def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
         f"{dataset.channels}, augment={list(augment) or 'none'}"
     )
 
-    history: list[dict[str, float]] = []
     started = time.monotonic()
-    for epoch in range(1, config.epochs + 1):
-        train_loss, train_acc = train_one_epoch(
-            model,
-            optimizer,
-            x_train,
-            y_train,
-            batch_size=config.batch_size,
-            augment=augment,
-            pad_value=pad_value,
-            generator=generator,
-            description=f"epoch {epoch}/{config.epochs}",
-        )
-        test = evaluate(model, x_test, y_test)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_accuracy": train_acc,
-                "test_loss": test.loss,
-                "test_accuracy": test.accuracy,
-            }
-        )
-        print(
-            f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
-            f"test loss {test.loss:.4f} acc {test.accuracy:.4f}",
-            flush=True,
-        )
+    history = fit(
+        model,
+        optimizer,
+        (x_train, y_train),
+        (x_test, y_test),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        generator=generator,
+        augment=augment,
+        pad_value=pad_value,
+    )
 
     final = evaluate(model, x_test, y_test)
     matrix = confusion_matrix(dataset.test_labels, final.predictions, len(dataset.labels))

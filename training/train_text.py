@@ -22,7 +22,7 @@ from training import reports
 from training.checkpoint import save_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import TextDataset, load_text_dataset
-from training.engine import confusion_matrix, evaluate, seed_everything, train_one_epoch
+from training.engine import confusion_matrix, evaluate, fit, seed_everything
 from training.models import build_model
 from training.train import PARITY_BATCH, write_json
 
@@ -111,36 +111,17 @@ def run_text_training(config: TrainConfig, *, force: bool = False) -> dict[str, 
         f"max_length {spec.max_length} ({cut:.1%} of training rows cut)"
     )
 
-    history: list[dict[str, float]] = []
     started = time.monotonic()
-    for epoch in range(1, config.epochs + 1):
-        train_loss, train_acc = train_one_epoch(
-            model,
-            optimizer,
-            x_train,
-            y_train,
-            batch_size=config.batch_size,
-            augment=(),
-            pad_value=torch.zeros(0),  # only used by image augmentation
-            generator=generator,
-            description=f"epoch {epoch}/{config.epochs}",
-            unit="text",
-        )
-        test = evaluate(model, x_test, y_test)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_accuracy": train_acc,
-                "test_loss": test.loss,
-                "test_accuracy": test.accuracy,
-            }
-        )
-        print(
-            f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
-            f"test loss {test.loss:.4f} acc {test.accuracy:.4f}",
-            flush=True,
-        )
+    history = fit(
+        model,
+        optimizer,
+        (x_train, y_train),
+        (x_test, y_test),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        generator=generator,
+        unit="text",
+    )
 
     final = evaluate(model, x_test, y_test)
     matrix = confusion_matrix(dataset.test_labels, final.predictions, dataset.num_classes)
