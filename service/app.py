@@ -134,7 +134,7 @@ class AdmissionMiddleware:
 
 class BodyLimitMiddleware:
     """413 for request bodies over the limit, by Content-Length or while streaming, before any
-    parsing; stamps when the request arrived for `latency_ms`."""
+    parsing."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: Callable[[], int]) -> None:
         self.app = app
@@ -144,7 +144,6 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope.setdefault("state", {}).setdefault("received", time.perf_counter())
         limit = self.max_body_bytes()
         headers = dict(scope["headers"])
         length = headers.get(b"content-length")
@@ -316,7 +315,7 @@ async def infer(
 
 
 def arrival(request: Request) -> float:
-    """When BodyLimitMiddleware saw the request arrive (perf_counter), or now."""
+    """When AdmissionMiddleware saw the request arrive (perf_counter), or now."""
     received: float | None = getattr(request.state, "received", None)
     return received if received is not None else time.perf_counter()
 
@@ -325,19 +324,28 @@ def elapsed_ms(request: Request) -> float:
     return round((time.perf_counter() - arrival(request)) * 1000, 3)
 
 
+InputMaker = Callable[[Runtime, LoadedModel], Awaitable[np.ndarray]]
+
+
+def image_input(data: bytes) -> InputMaker:
+    """The model input for one uploaded image (decoded and preprocessed per request)."""
+    return lambda runtime, model: to_input(runtime, model, data)
+
+
 async def predict_one(
     request: Request,
     endpoint: str,
-    data: bytes,
+    make_input: InputMaker,
     model_name: str | None,
     version: int | None,
     top_k: int,
 ) -> PredictResponse:
+    """One input (an image or a text) -> the named model's top_k classes, counted and batched."""
     runtime = runtime_of(request)
 
     async def work(model: LoadedModel) -> PredictResponse:
         check_top_k(top_k, model)
-        x = await to_input(runtime, model, data)
+        x = await make_input(runtime, model)
         logits = await infer(request, runtime, model, x)
         return PredictResponse(
             model=model.name,
@@ -436,7 +444,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
                 )
             data = await form.files[0].read()
         o = form.options
-        return json_body(await predict_one(request, "/predict", data, o.model, o.version, o.top_k))
+        return json_body(
+            await predict_one(request, "/predict", image_input(data), o.model, o.version, o.top_k)
+        )
 
     @app.post(
         "/predict/json",
@@ -453,7 +463,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
                 "image_base64 is not valid base64", detail={"field": "image_base64"}
             ) from None
         return json_body(
-            await predict_one(request, "/predict/json", data, body.model, body.version, body.top_k)
+            await predict_one(
+                request, "/predict/json", image_input(data), body.model, body.version, body.top_k
+            )
         )
 
     @app.post(
@@ -466,21 +478,14 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         "max length and rules); batched with other text requests to the same model.",
     )
     async def predict_text(request: Request, body: TextPredictRequest) -> Response:
-        runtime = runtime_of(request)
-        name = body.model or runtime.models.default_text_model()
+        name = body.model or runtime_of(request).models.default_text_model()
 
-        async def work(model: LoadedModel) -> PredictResponse:
-            check_top_k(body.top_k, model)
-            x = text_to_input(model, body.text, body.text_pair)
-            logits = await infer(request, runtime, model, x)
-            return PredictResponse(
-                model=model.name,
-                version=model.version,
-                predictions=rank(logits[0], model.manifest.labels, body.top_k),
-                latency_ms=elapsed_ms(request),
-            )
+        async def text_input(runtime: Runtime, model: LoadedModel) -> np.ndarray:
+            return text_to_input(model, body.text, body.text_pair)
 
-        return json_body(await counted(request, runtime, "/predict/text", name, body.version, work))
+        return json_body(
+            await predict_one(request, "/predict/text", text_input, name, body.version, body.top_k)
+        )
 
     @app.post(
         "/predict/batch",
