@@ -8,6 +8,7 @@ shutdown, the mounted app supplies the API.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, cast
 
 import bentoml
@@ -15,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.app import create_app, send_error
 from service.errors import MethodNotAllowed, NotFound
+from service.listener import balance_listener, worker_option
 from service.logs import configure_logging
 from service.runtime import Runtime
 from service.settings import ServiceSettings
@@ -92,6 +94,13 @@ class DigitServe:
         self.runtime = Runtime(SETTINGS)  # loads and warms every model, or fails start-up
         self.runtime.worker_index = bentoml.server_context.worker_index
         app.state.runtime = self.runtime
+        self._balance_connections()
+
+    def _balance_connections(self) -> None:
+        # Last in start-up: the socket is uvicorn's to accept on as soon as this returns.
+        fd = worker_option(sys.argv, "--fd")
+        if SETTINGS.workers > 1 and SETTINGS.balance_connections and fd is not None:
+            balance_listener(fd, worker_option(sys.argv, "--backlog") or 2048)
 
     def __is_ready__(self) -> bool:
         return self.runtime.ready

@@ -93,6 +93,11 @@ class ServiceSettings(BaseSettings):
         description="watch the model repository every this many seconds and load new "
         "versions; 0 (default) reloads only on POST /admin/reload",
     )
+    balance_connections: bool = Field(
+        True,
+        description="give each worker a listening socket of its own (SO_REUSEPORT) so the "
+        "kernel spreads connections across workers instead of one worker taking them all",
+    )
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [1, 8, 32])
 
     @field_validator("api_key", "admin_api_key", mode="before")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +36,48 @@ def workers(server: Server) -> list[psutil.Process]:
     return arbiter.children()
 
 
+def connections_per_worker(server: Server, clients: int = 16) -> dict[int, int]:
+    """Open `clients` keep-alive connections, each answered once (so a worker has accepted
+    it), and count the server-side ends each worker holds."""
+    port = int(server.url.rsplit(":", 1)[1])
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(clients)]
+    try:
+        for sock in sockets:
+            sock.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        for sock in sockets:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        return {
+            worker.pid: sum(
+                c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+                for c in worker.net_connections(kind="tcp")
+            )
+            for worker in workers(server)
+        }
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def listening_sockets(port: int) -> int:
+    """TCP sockets in LISTEN state on `port`, one line each in /proc/net/tcp."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A"
+        for fields in (line.split() for line in lines)
+    )
+
+
+def test_each_worker_listens_on_its_own_socket_and_gets_connections(server: Server) -> None:
+    # One shared listening socket let one worker take all 8 of 8 connections in 2 runs of 3.
+    # Each worker now listens on its own (SO_REUSEPORT) and the kernel picks one by a hash of
+    # the client's address: 16 connections all landing on one worker has odds of 1 in 32,768.
+    assert listening_sockets(int(server.url.rsplit(":", 1)[1])) == 2
+    held = connections_per_worker(server)
+    print(f"\nconnections held per worker: {held}")
+    assert sum(held.values()) == 16
+    assert all(held.values()), held
+
+
 def readyz(server: Server) -> tuple[int, dict[str, object]]:
     r = httpx.get(f"{server.url}/readyz", timeout=5)
     return r.status_code, r.json()
@@ -59,6 +102,11 @@ def test_a_killed_worker_is_replaced_and_readiness_shows_the_gap(server: Server)
     assert len(pids) == 2 and victim.pid not in pids
     r = httpx.post(f"{server.url}/predict", files={"image": ("7.png", PNG)}, timeout=10)
     assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "7"
+    # The replacement listens on a socket of its own too (its predecessor had already taken
+    # the shared one out of use), and gets its share of new connections.
+    assert listening_sockets(int(server.url.rsplit(":", 1)[1])) == 2
+    held = connections_per_worker(server)
+    assert sum(held.values()) == 16 and all(held.values()), held
 
 
 def test_sigterm_drains_without_failing_a_request(server: Server) -> None:
