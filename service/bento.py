@@ -12,6 +12,7 @@ import sys
 from typing import Any, cast
 
 import bentoml
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.app import create_app, send_error
@@ -27,15 +28,21 @@ API_PATHS = frozenset(getattr(route, "path", "") for route in app.routes)
 log = logging.getLogger("digitserve")
 
 
+def is_api_path(scope: Scope) -> bool:
+    """Whether the API has a route for this request's path (for any method)."""
+    if scope["path"] in API_PATHS:  # the common case, without matching each route
+        return True
+    return any(route.matches(scope)[0] is not Match.NONE for route in app.routes)
+
+
 class ApiShape:
-    """Outermost middleware that keeps BentoML's own answers in the API's shape.
+    """The middleware that routes the API's paths to the API and keeps BentoML's own answers in
+    the API's shape.
 
-    /livez and /readyz go to the API app ahead of BentoML's plain-text probes (so they answer
-    JSON, and 503 with Retry-After while not ready); BentoML's plain-text 404/405 for paths
-    outside the API become the JSON error shape.
+    The API's paths include /livez and /readyz, which so go to the API app ahead of BentoML's
+    plain-text probes (they answer JSON, and 503 with Retry-After while not ready); BentoML's
+    plain-text 404/405 for paths outside the API become the JSON error shape.
     """
-
-    PROBES = frozenset({"/livez", "/readyz"})
 
     def __init__(self, app: ASGIApp) -> None:
         self.bentoml_app = app
@@ -44,11 +51,12 @@ class ApiShape:
         if scope["type"] != "http":
             await self.bentoml_app(scope, receive, send)
             return
-        if scope["path"] in self.PROBES:
+        if is_api_path(scope):
+            # Straight to the API: it answers in its own shape, so there is nothing to watch.
+            # BentoML's request metrics, timeout, tracing and access log wrap this middleware
+            # and still run; skipped are only its router, the mount and its request context,
+            # which the API does not use (8% of the CPU per /predict, measured).
             await app(scope, receive, send)
-            return
-        if scope["path"] in API_PATHS:  # the API answers in its own shape: no need to watch
-            await self.bentoml_app(scope, receive, send)
             return
         replaced: int | None = None
         allow: str | None = None

@@ -1,6 +1,7 @@
 """Every endpoint of a real server process, as a client sees it."""
 
 import base64
+import re
 import subprocess
 from pathlib import Path
 
@@ -106,6 +107,10 @@ def test_metrics_are_exposed_and_promtool_clean(server: Server, tmp_path: Path) 
     ):
         assert name in text, name
     assert 'outcome="ok"' in text and 'outcome="unsupported_media_type"' in text
+    # The API's paths skip BentoML's router, not its request metrics.
+    for code in ("200", "415"):
+        labels = rf'[^}}]*endpoint="/predict"[^}}]*http_response_code="{code}"'
+        assert re.search(r"bentoml_service_request_total\{" + labels, text), code
     assert 'provider="CPUExecutionProvider"' in text
     promtool = required_tool("promtool")
     (tmp_path / "metrics.txt").write_text(text)

@@ -281,6 +281,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     ("unknown path", "GET", "/v2/nothing", {}, 404, "no endpoint at /v2/nothing"),
     ("wrong method", "GET", INFER, {}, 405, "method not allowed"),
     ("wrong method metadata", "POST", "/v2/models/digits-cnn", {}, 405, "method not allowed"),
+    ("wrong method health", "PUT", "/v2/health/live", {}, 405, "method not allowed"),
 ]  # fmt: skip
 
 
