@@ -57,6 +57,23 @@ def test_service_time_is_learnt_from_busy_completions_only() -> None:
     for _ in range(3):
         admission.enter(time.perf_counter())
     for _ in range(3):
-        time.sleep(0.002)
+        spin(0.002)  # the worker computing
         admission.leave()
     assert 0 < admission.service_s < 0.01
+
+
+def test_completions_spaced_by_slow_clients_are_not_service_time() -> None:
+    admission = Admission(budget_s=1.0, max_queue=100)
+    for _ in range(41):
+        admission.enter(time.perf_counter())
+    for _ in range(40):
+        time.sleep(0.005)  # idle, waiting for a client's bytes
+        admission.leave()
+    # Only the little CPU the worker spent counts, not the 5 ms between completions.
+    assert admission.service_s < 0.001
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
