@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelrepo.manifest import ImagePreprocessing
 from service import admin, decode
 from service.admission import Overloaded
+from service.direct import DirectApp
 from service.errors import (
     ApiError,
     BadRequest,
@@ -357,7 +358,7 @@ async def predict_one(
     return await counted(request, runtime, endpoint, model_name, version, work)
 
 
-def create_app(runtime: Runtime | None = None) -> FastAPI:
+def create_app(runtime: Runtime | None = None) -> DirectApp:
     """The API. `runtime` may be attached later (the BentoML service does so per worker)."""
 
     @asynccontextmanager
@@ -369,7 +370,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         if rt is not None:
             await rt.stop()
 
-    app = FastAPI(
+    app = DirectApp(
         title="digitserve",
         summary="Image classification over an ONNX model repository, with adaptive batching.",
         version="0.1.0",
@@ -538,6 +539,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             )
 
         return json_body(await counted(request, runtime, "/predict/batch", model, version, work))
+
+    # The two multipart endpoints, the hot path, skip FastAPI's routing (see service.direct).
+    app.direct("/predict", predict)
+    app.direct("/predict/batch", predict_batch)
 
     @app.get(
         "/models",
