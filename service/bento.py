@@ -21,7 +21,9 @@ from service.listener import balance_listener, worker_option
 from service.logs import configure_logging
 from service.runtime import Runtime
 from service.settings import ServiceSettings
+from service.timeouts import install as install_request_timeout
 
+install_request_timeout()  # before BentoML builds its app, in each worker
 SETTINGS = ServiceSettings()
 app = create_app()
 API_PATHS = frozenset(getattr(route, "path", "") for route in app.routes)
