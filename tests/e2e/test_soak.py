@@ -2,7 +2,7 @@
 70% of its sustainable rate for 10 minutes, driven open-loop by `python -m loadtest`: zero
 failures and resident memory growing less than 10%.
 
-SOAK_RATE (default 1,200 requests/s: 70% of the 1,696/s that `python -m bench` measured as
+SOAK_RATE (default 2,100 requests/s: 70% of the 3,066/s that `python -m bench` measured as
 held with p99 <= 50 ms on these 2-core machines) and SOAK_S (default 600) override.
 """
 
@@ -20,7 +20,7 @@ import pytest
 
 from tests.helpers import ROOT, Server, running_server
 
-RATE = float(os.environ.get("SOAK_RATE", "1200"))
+RATE = float(os.environ.get("SOAK_RATE", "2100"))
 DURATION_S = int(os.environ.get("SOAK_S", "600"))
 WARM_S = 60  # memory is measured from here: allocators and caches have settled by then
 
@@ -32,6 +32,9 @@ def tree_rss(server: Server) -> int:
 
 
 @pytest.mark.slow
+# The suite's 600 s default would stop the server in the load's last seconds (the first run
+# did: 4,456 connection errors in its final 2 s, none before).
+@pytest.mark.timeout(DURATION_S + 300)
 def test_soak_holds_70_percent_without_failures_or_growth(tmp_path: Path) -> None:
     with running_server(tmp_path / "server.log", "--model-repo", "exports") as server:
         out = tmp_path / "soak"
