@@ -2,10 +2,12 @@
 # The serving image: the `serve` extra only (no PyTorch), a non-root user, the bundled model
 # repository copied in (mount another over /app/exports to serve your own).
 #   docker build -t digitserve:cpu .                 (CPU, the default target)
-#   docker build -t digitserve:gpu --target gpu .    (CUDA 12 + cuDNN 9, onnxruntime-gpu)
+#   docker build -t digitserve:gpu --target gpu .    (CUDA 13 + cuDNN 9, onnxruntime-gpu)
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# CUDA 13: onnxruntime-gpu 1.31's CUDA provider links libcublas.so.13 and libcudart.so.13
+# (readelf -d), so a CUDA 12 base loads no GPU at all.
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 # ---- CPU: build the virtual environment -------------------------------------------------
 FROM ${PYTHON_IMAGE} AS cpu-build

@@ -60,9 +60,9 @@ class ServiceSettings(BaseSettings):
         False, description="BentoML's OpenTelemetry span per request (configure an exporter "
         "through BentoML to use them); off skips their cost"
     )  # fmt: skip
-    inference_thread: bool = Field(
-        False, description="run onnxruntime in a thread beside the event loop (for large models "
-        "and GPUs); off (default) runs it inline, which costs less for small models"
+    inference_thread: bool | None = Field(
+        None, description="run onnxruntime in a thread beside the event loop; unset (default): "
+        "in a thread for models on a GPU, inline on the CPU, where it costs less for small models"
     )  # fmt: skip
     api_key: SecretStr | None = Field(
         None, description="when set, predict endpoints need it (Authorization: Bearer or X-API-Key)"

@@ -327,7 +327,8 @@ def test_cpu_device_uses_the_cpu_provider() -> None:
 
 
 def test_auto_device_uses_cuda_only_when_available() -> None:
-    expected = [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
+    cuda = (CUDA, {"use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC"})
+    expected = [cuda, CPU] if CUDA in ort.get_available_providers() else [CPU]
     assert choose_providers("auto") == expected
 
 
@@ -367,3 +368,23 @@ def test_run_on_a_batch_of_real_digits(name: str, registry: ModelRegistry) -> No
     # Batching does not change an image's logits.
     single = model.run(x[1:2])
     assert np.allclose(single[0], logits[1], atol=1e-5)
+
+
+def test_inference_runs_in_a_thread_on_a_gpu_and_inline_on_the_cpu(
+    registry: ModelRegistry,
+) -> None:
+    from dataclasses import replace
+
+    from service.runtime import inference_in_thread
+
+    on_cpu = next(iter(registry))
+    on_gpu = replace(on_cpu, provider=CUDA)  # what the loader records when CUDA took it
+    unset = settings_for(EXPORTS)
+    assert (inference_in_thread(unset, on_cpu), inference_in_thread(unset, on_gpu)) == (
+        False,
+        True,
+    )
+    for chosen in (False, True):
+        settings = settings_for(EXPORTS, inference_thread=chosen)
+        assert inference_in_thread(settings, on_cpu) is chosen
+        assert inference_in_thread(settings, on_gpu) is chosen

@@ -198,7 +198,7 @@ def test_to_env_round_trip_of_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_to_env_names_every_field_but_unset_optionals() -> None:
     env = ServiceSettings(default_model="digits-cnn").to_env()
-    unset = {"api_key", "admin_api_key", "runtime_dir"}
+    unset = {"api_key", "admin_api_key", "runtime_dir", "inference_thread"}
     assert set(env) == {
         ENV_PREFIX + n.upper() for n in ServiceSettings.model_fields if n not in unset
     }
