@@ -53,6 +53,12 @@ class ApiShape:
         if scope["type"] != "http":
             await self.bentoml_app(scope, receive, send)
             return
+        if not scope["path"].isprintable():
+            # A control character (an encoded newline, say) is in no route, but Starlette's
+            # route patterns end in `$`, which also matches before a final newline: without
+            # this, GET /models%0A answered as /models.
+            await send_error(send, NotFound("no endpoint at this path"), scope["path"])
+            return
         if is_api_path(scope):
             # Straight to the API: it answers in its own shape, so there is nothing to watch.
             # BentoML's request metrics, timeout, tracing and access log wrap this middleware

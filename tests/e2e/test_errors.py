@@ -108,6 +108,13 @@ CASES: list[tuple[str, Callable[[str], httpx.Response], int, str]] = [
         "unsupported",
     ),
     ("unknown path", lambda url: httpx.get(f"{url}/nope"), 404, "no endpoint"),
+    ("newline in path", lambda url: httpx.get(f"{url}/models%0A"), 404, "no endpoint"),
+    (
+        "tab in path",
+        lambda url: httpx.post(f"{url}/predict%09", files={"image": SEVEN}),
+        404,
+        "no endpoint",
+    ),
     ("wrong method", lambda url: httpx.get(f"{url}/predict"), 405, "method not allowed"),
 ]
 

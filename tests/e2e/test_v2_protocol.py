@@ -279,6 +279,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     ("not json", "POST", INFER, {"content": b"x", "headers": {"Content-Type": "text/plain"}}, 415,
      "as JSON"),
     ("unknown path", "GET", "/v2/nothing", {}, 404, "no endpoint at /v2/nothing"),
+    ("newline in path", "GET", "/v2/models/digits-cnn%0A", {}, 404, "no endpoint"),
     ("wrong method", "GET", INFER, {}, 405, "method not allowed"),
     ("wrong method metadata", "POST", "/v2/models/digits-cnn", {}, 405, "method not allowed"),
     ("wrong method health", "PUT", "/v2/health/live", {}, 405, "method not allowed"),
