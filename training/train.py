@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,15 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from torch import nn
 
-from modelrepo.manifest import ImagePreprocessing
+from modelrepo.manifest import ImagePreprocessing, TextPreprocessing
 from modelrepo.preprocess import pixels_to_input
 from training import reports
 from training.augment import check_augmentations
 from training.checkpoint import save_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import TEXT_DATASETS, ImageDataset, load_dataset
-from training.engine import confusion_matrix, evaluate, fit, seed_everything
+from training.engine import Evaluation, confusion_matrix, evaluate, fit, seed_everything
 from training.models import build_model, get_architecture
 
 PARITY_BATCH = 32  # held-out test images stored in the checkpoint for the export parity check
@@ -48,6 +50,88 @@ def to_tensor(pixels: NDArray[np.uint8], spec: ImagePreprocessing) -> torch.Tens
 
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def build_for_training(
+    config: TrainConfig, **model_kwargs: Any
+) -> tuple[nn.Module, torch.optim.Optimizer, int]:
+    """The architecture built from `model_kwargs`, its Adam optimizer and its parameter count;
+    ConfigError when the config's model_args do not fit the architecture."""
+    try:
+        model = build_model(config.arch, **model_kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model_args do not fit {config.arch}: {exc}") from None
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return model, optimizer, sum(p.numel() for p in model.parameters())
+
+
+def run_metrics(
+    config: TrainConfig,
+    *,
+    dataset: str,
+    samples: tuple[int, int],
+    parameters: int,
+    started: float,
+    history: list[dict[str, float]],
+    final: Evaluation,
+    matrix: NDArray[np.int64],
+    labels: Sequence[str],
+    **extra: Any,
+) -> dict[str, Any]:
+    """metrics.json for one run: what every run records, then the modality's `extra`."""
+    return {
+        "arch": config.arch,
+        "dataset": dataset,
+        "train_samples": samples[0],
+        "test_samples": samples[1],
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "parameters": parameters,
+        **extra,
+        "seconds": round(time.monotonic() - started, 2),
+        "history": history,
+        "final_test_loss": final.loss,
+        "final_test_accuracy": final.accuracy,
+        "confusion_matrix": matrix.tolist(),
+        "labels": list(labels),
+    }
+
+
+def save_run(
+    config: TrainConfig,
+    model: nn.Module,
+    model_kwargs: dict[str, Any],
+    metrics: dict[str, Any],
+    preprocessing: ImagePreprocessing | TextPreprocessing,
+    source: tuple[str, str],
+    **checkpoint_extra: Any,
+) -> None:
+    """config.json, metrics.json, checkpoint.pt (what every checkpoint holds, then the
+    modality's `checkpoint_extra`) and the learning-curve and confusion-matrix PNGs."""
+    out_dir = config.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "config.json", config.to_dict())
+    write_json(out_dir / "metrics.json", metrics)
+    save_checkpoint(
+        out_dir / "checkpoint.pt",
+        {
+            "arch": config.arch,
+            "model_kwargs": model_kwargs,
+            "state_dict": model.state_dict(),
+            "config": config.to_dict(),
+            "metrics": {k: v for k, v in metrics.items() if k != "confusion_matrix"},
+            "labels": metrics["labels"],
+            "preprocessing": preprocessing.model_dump(mode="json"),
+            "dataset": {"name": source[0], "source": source[1]},
+            **checkpoint_extra,
+            "created": datetime.now(UTC).isoformat(),
+            "torch_version": str(torch.__version__),
+        },
+    )
+    reports.plot_curves(metrics["history"], out_dir / "curves.png")
+    reports.plot_confusion_matrix(
+        np.asarray(metrics["confusion_matrix"]), metrics["labels"], out_dir / "confusion_matrix.png"
+    )
 
 
 def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
@@ -96,12 +180,9 @@ def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
         "num_classes": len(dataset.labels),
         **config.model_args,
     }
-    try:
-        model = build_model(config.arch, **{**model_kwargs, "image_size": dataset.image_size})
-    except TypeError as exc:
-        raise ConfigError(f"model_args do not fit {config.arch}: {exc}") from None
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n_params = sum(p.numel() for p in model.parameters())
+    model, optimizer, n_params = build_for_training(
+        config, **{**model_kwargs, "image_size": dataset.image_size}
+    )
     print(
         f"{config.arch} ({n_params:,} parameters) on {dataset.name}: {len(x_train)} train / "
         f"{len(x_test)} test images of {dataset.image_size[0]}x{dataset.image_size[1]}x"
@@ -123,44 +204,27 @@ def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
 
     final = evaluate(model, x_test, y_test)
     matrix = confusion_matrix(dataset.test_labels, final.predictions, len(dataset.labels))
-    metrics: dict[str, Any] = {
-        "arch": config.arch,
-        "dataset": dataset.name,
-        "train_samples": len(x_train),
-        "test_samples": len(x_test),
-        "epochs": config.epochs,
-        "seed": config.seed,
-        "parameters": n_params,
-        "seconds": round(time.monotonic() - started, 2),
-        "history": history,
-        "final_test_loss": final.loss,
-        "final_test_accuracy": final.accuracy,
-        "confusion_matrix": matrix.tolist(),
-        "labels": list(dataset.labels),
-    }
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", config.to_dict())
-    write_json(out_dir / "metrics.json", metrics)
-    save_checkpoint(
-        out_dir / "checkpoint.pt",
-        {
-            "arch": config.arch,
-            "model_kwargs": model_kwargs,
-            "state_dict": model.state_dict(),
-            "config": config.to_dict(),
-            "metrics": {k: v for k, v in metrics.items() if k != "confusion_matrix"},
-            "labels": list(dataset.labels),
-            "preprocessing": spec.model_dump(mode="json"),
-            "dataset": {"name": dataset.name, "source": dataset.source},
-            "parity_images": torch.from_numpy(dataset.test_images[:PARITY_BATCH].copy()),
-            "created": datetime.now(UTC).isoformat(),
-            "torch_version": str(torch.__version__),
-        },
+    metrics = run_metrics(
+        config,
+        dataset=dataset.name,
+        samples=(len(x_train), len(x_test)),
+        parameters=n_params,
+        started=started,
+        history=history,
+        final=final,
+        matrix=matrix,
+        labels=dataset.labels,
+    )
+    save_run(
+        config,
+        model,
+        model_kwargs,
+        metrics,
+        spec,
+        (dataset.name, dataset.source),
+        parity_images=torch.from_numpy(dataset.test_images[:PARITY_BATCH].copy()),
     )
     wrong = np.flatnonzero(final.predictions != dataset.test_labels)
-    reports.plot_curves(history, out_dir / "curves.png")
-    reports.plot_confusion_matrix(matrix, dataset.labels, out_dir / "confusion_matrix.png")
     reports.plot_misclassified(
         dataset.test_images[wrong],
         dataset.test_labels[wrong],

@@ -8,7 +8,6 @@ the checkpoint so the export can put it in the manifest unchanged.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,10 @@ from numpy.typing import NDArray
 
 from modelrepo.manifest import DEFAULT_TOKEN_PATTERN, TextPreprocessing
 from modelrepo.text import build_vocabulary, encode_batch, tokenize
-from training import reports
-from training.checkpoint import save_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import TextDataset, load_text_dataset
 from training.engine import confusion_matrix, evaluate, fit, seed_everything
-from training.models import build_model
-from training.train import PARITY_BATCH, write_json
+from training.train import PARITY_BATCH, build_for_training, run_metrics, save_run
 
 MAX_TEXT_CHARS = 2000  # per text; the service refuses longer request texts
 MISCLASSIFIED_SHOWN = 100
@@ -99,12 +95,7 @@ def run_text_training(config: TrainConfig, *, force: bool = False) -> dict[str, 
         "num_classes": dataset.num_classes,
         **config.model_args,
     }
-    try:
-        model = build_model(config.arch, **model_kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"model_args do not fit {config.arch}: {exc}") from None
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    n_params = sum(p.numel() for p in model.parameters())
+    model, optimizer, n_params = build_for_training(config, **model_kwargs)
     print(
         f"{config.arch} ({n_params:,} parameters) on {dataset.name} ({dataset.task}): "
         f"{len(x_train)} train / {len(x_test)} test rows, vocabulary {len(spec.vocabulary)}, "
@@ -125,49 +116,32 @@ def run_text_training(config: TrainConfig, *, force: bool = False) -> dict[str, 
 
     final = evaluate(model, x_test, y_test)
     matrix = confusion_matrix(dataset.test_labels, final.predictions, dataset.num_classes)
-    metrics: dict[str, Any] = {
-        "arch": config.arch,
-        "dataset": dataset.name,
-        "task": dataset.task,
-        "train_samples": len(x_train),
-        "test_samples": len(x_test),
-        "epochs": config.epochs,
-        "seed": config.seed,
-        "parameters": n_params,
-        "vocabulary_size": len(spec.vocabulary),
-        "max_length": spec.max_length,
-        "train_truncated_fraction": cut,
-        "seconds": round(time.monotonic() - started, 2),
-        "history": history,
-        "final_test_loss": final.loss,
-        "final_test_accuracy": final.accuracy,
-        "confusion_matrix": matrix.tolist(),
-        "labels": list(dataset.labels),
-    }
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", config.to_dict())
-    write_json(out_dir / "metrics.json", metrics)
-    save_checkpoint(
-        out_dir / "checkpoint.pt",
-        {
-            "arch": config.arch,
-            "task": dataset.task,
-            "model_kwargs": model_kwargs,
-            "state_dict": model.state_dict(),
-            "config": config.to_dict(),
-            "metrics": {k: v for k, v in metrics.items() if k != "confusion_matrix"},
-            "labels": list(dataset.labels),
-            "preprocessing": spec.model_dump(mode="json"),
-            "dataset": {"name": dataset.name, "source": dataset.source},
-            # Encoded held-out rows: the export checks torch against onnxruntime on these.
-            "parity_tokens": x_test[:PARITY_BATCH].clone(),
-            "created": datetime.now(UTC).isoformat(),
-            "torch_version": str(torch.__version__),
-        },
+    metrics = run_metrics(
+        config,
+        dataset=dataset.name,
+        samples=(len(x_train), len(x_test)),
+        parameters=n_params,
+        started=started,
+        history=history,
+        final=final,
+        matrix=matrix,
+        labels=dataset.labels,
+        task=dataset.task,
+        vocabulary_size=len(spec.vocabulary),
+        max_length=spec.max_length,
+        train_truncated_fraction=cut,
     )
-    reports.plot_curves(history, out_dir / "curves.png")
-    reports.plot_confusion_matrix(matrix, dataset.labels, out_dir / "confusion_matrix.png")
+    save_run(
+        config,
+        model,
+        model_kwargs,
+        metrics,
+        spec,
+        (dataset.name, dataset.source),
+        task=dataset.task,
+        # Encoded held-out rows: the export checks torch against onnxruntime on these.
+        parity_tokens=x_test[:PARITY_BATCH].clone(),
+    )
     _write_misclassified(dataset, final.predictions, out_dir / "misclassified.txt")
     print(f"test accuracy {final.accuracy:.4f}; wrote {out_dir}/checkpoint.pt, metrics and reports")
     return metrics
