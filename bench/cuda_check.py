@@ -3,8 +3,9 @@
 Every bundled model is loaded twice by the service's own loader (`service.models.load_model`,
 the code `python -m service` runs), once with DIGITSERVE_DEVICE=cuda and once with cpu. Real
 inputs go through both, in the shapes the service sends: the 360 digits test PNGs of
-`loadtest/digits-test-png.zip` through the manifest's preprocessing, and the first 512 rows of
-`training/data/text-topics.csv` through `modelrepo.text`. It prints, per model, the provider
+`loadtest/digits-test-png.zip` through the service's own decode and preprocessing
+(`service.decode.preprocess`), and the first 512 rows of `training/data/text-topics.csv`
+through `modelrepo.text`. It prints, per model, the provider
 onnxruntime really used, the largest absolute difference between the two outputs, whether
 every argmax agrees, and inputs per second at batch 1 and 32 on each device; it exits 1 when a
 model did not run on CUDA or the answers differ. Needs onnxruntime-gpu (the `gpu` extra, in
@@ -14,19 +15,17 @@ place of onnxruntime) and a visible GPU; it never imports torch.
 from __future__ import annotations
 
 import csv
-import io
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from loadtest.images import load_images
 from modelrepo.manifest import ImagePreprocessing, TextPreprocessing
-from modelrepo.preprocess import image_to_pixels, pixels_to_input
 from modelrepo.text import encode_batch
+from service.decode import preprocess
 from service.models import CUDA, LoadedModel, load_model, resolve_specs
 from service.settings import ServiceSettings
 
@@ -35,7 +34,7 @@ TOLERANCE = 1e-4  # float32 kernels differ between devices in the last bits
 TIMED_S = 2.0
 
 
-def inputs_for(model: LoadedModel) -> NDArray[np.generic]:
+def inputs_for(model: LoadedModel, settings: ServiceSettings) -> NDArray[np.generic]:
     """The real inputs this model gets from the service, stacked."""
     spec = model.manifest.preprocessing
     if isinstance(spec, TextPreprocessing):
@@ -43,8 +42,8 @@ def inputs_for(model: LoadedModel) -> NDArray[np.generic]:
             texts = [row["text"] for row, _ in zip(csv.DictReader(file), range(512), strict=False)]
         return encode_batch(texts, spec)
     assert isinstance(spec, ImagePreprocessing)
-    images = [Image.open(io.BytesIO(data)) for _, data in load_images()]
-    return pixels_to_input(np.stack([image_to_pixels(im, spec) for im in images]), spec)
+    limits = {"max_bytes": settings.max_upload_bytes, "max_pixels": settings.max_image_pixels}
+    return np.concatenate([preprocess(data, spec, **limits) for _, data in load_images()])
 
 
 def per_second(model: LoadedModel, x: NDArray[np.generic], batch: int) -> float:
@@ -66,7 +65,7 @@ def main() -> int:
     )
     for name, version in resolve_specs(gpu):
         on_gpu, on_cpu = load_model(gpu, name, version), load_model(cpu, name, version)
-        x = inputs_for(on_gpu)
+        x = inputs_for(on_gpu, gpu)
         for model in (on_gpu, on_cpu):  # warm-up: the first CUDA calls pick kernels
             model.run(x[:32])
         a = np.concatenate([on_gpu.run(x[i : i + 32]) for i in range(0, len(x), 32)])
