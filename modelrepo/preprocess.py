@@ -6,6 +6,8 @@ so the same image bytes give the same tensor, bit for bit, on both sides.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
@@ -15,14 +17,25 @@ from modelrepo.manifest import ImagePreprocessing
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; as it is when the EXIF block cannot be
+    read (an eXIf chunk or APP1 segment without a TIFF header): the pixels are still good."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, OSError, KeyError, TypeError, struct.error):
+        return image
+
+
 def normalize_image(image: Image.Image) -> Image.Image:
     """Undo what a file format adds before the colour conversion: EXIF orientation (phone
     photos), 16-bit depth (scaled, not clipped, to 8 bits) and transparency (composited onto
     black, the background of the bundled digits)."""
-    image = ImageOps.exif_transpose(image)
+    image = upright(image)
     if image.mode in _SIXTEEN_BIT_MODES:
-        values = np.asarray(image, dtype=np.int64).clip(0, 65535) >> 8
-        image = Image.fromarray(values.astype(np.uint8), mode="L")
+        values = np.asarray(image)  # uint16, or int32 for mode I: 2-4 bytes a pixel, not 8
+        if values.dtype != np.uint16:
+            values = values.clip(0, 65535)
+        image = Image.fromarray((values >> 8).astype(np.uint8), mode="L")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))

@@ -1,11 +1,20 @@
 """The manifest's preprocessing, as both training and serving run it."""
 
+import io
+import struct
+import zlib
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from modelrepo.manifest import ImagePreprocessing
-from modelrepo.preprocess import image_to_pixels, pixels_to_image, pixels_to_input
+from modelrepo.preprocess import (
+    image_to_pixels,
+    normalize_image,
+    pixels_to_image,
+    pixels_to_input,
+)
 
 GREY = ImagePreprocessing(color="L", size=(8, 8), scale=1 / 255, mean=[0.5], std=[0.25])
 RGB = ImagePreprocessing(
@@ -58,3 +67,20 @@ def test_image_is_converted_and_resized_to_the_manifest() -> None:
 def test_wrong_pixels_are_refused(pixels: np.ndarray, error: type[Exception]) -> None:
     with pytest.raises(error):
         pixels_to_input(pixels, GREY)
+
+
+def test_an_unreadable_exif_block_leaves_the_pixels_as_they_are() -> None:
+    # An eXIf chunk without a TIFF header made Pillow's exif_transpose raise SyntaxError.
+    pixels = np.zeros((8, 8), np.uint8)
+    pixels[2:6, 3] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    png = buffer.getvalue()
+    garbage = b"garbage, not a TIFF header"
+    chunk = struct.pack(">I", len(garbage)) + b"eXIf" + garbage
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + garbage))
+    with Image.open(io.BytesIO(png[:-12] + chunk + png[-12:])) as image:
+        image.load()
+        with pytest.raises(SyntaxError):
+            ImageOps.exif_transpose(image)
+        np.testing.assert_array_equal(np.asarray(normalize_image(image)), pixels)
