@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,26 +19,31 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelrepo.manifest import ImagePreprocessing
 from service import admin, decode
-from service.admission import Overloaded
+from service.admission import Overloaded, Ticket
+from service.body import read_body, replay
 from service.direct import DirectApp
 from service.errors import (
     ApiError,
     BadRequest,
+    ClientDisconnected,
     InvalidImage,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     ServiceUnavailable,
     UnsupportedMediaType,
     ValidationFailed,
 )
 from service.forms import form_openapi, predict_form, require_json
+from service.memory import give_back
 from service.models import LoadedModel
 from service.postprocess import top_k as rank
 from service.runtime import Runtime
@@ -63,16 +67,13 @@ log = logging.getLogger("digitserve")
 
 PROTOCOL_PREFIX = "/v2"  # the Open Inference Protocol's endpoints (service/v2.py)
 
-# Images larger than this (in bytes or in pixels) are decoded in a thread so the event loop
-# keeps serving others: a 1500 x 1500 PNG of a few KB takes ~9 ms to decode here.
-THREAD_DECODE_BYTES = 256 * 1024
-LARGE_IMAGE_PIXELS = 512 * 512
-
 PREDICT_ENDPOINTS = frozenset(
     {"/predict", "/predict/json", "/predict/batch", "/predict/text", "/v2/infer"}
 )
 
 OUTCOME_OF: dict[type[ApiError], str] = {
+    RequestTimeout: "request_timeout",
+    ClientDisconnected: "client_disconnected",
     InvalidImage: "invalid_image",
     UnsupportedMediaType: "unsupported_media_type",
     PayloadTooLarge: "payload_too_large",
@@ -98,9 +99,22 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The whole body of a prediction request must arrive within this share of the request timeout,
+# so that a body trickling in is answered 408 before BentoML's timeout answers 504.
+BODY_SHARE_OF_TIMEOUT = 0.8
+
+
+def endpoint_label(path: str) -> str:
+    """The endpoint label of a prediction path: never the client's text."""
+    endpoint = "/v2/infer" if is_protocol_path(path) else path
+    return endpoint if endpoint in PREDICT_ENDPOINTS else "other"
+
+
 class AdmissionMiddleware:
-    """Stamps when a request arrived and lets prediction requests through the worker's
-    admission gate before their bodies are read: refusing an overload costs next to nothing."""
+    """Reads a prediction request's body whole (408 when it stalls), then lets the request
+    through the worker's admission gate. Its latency budget starts once the body has arrived,
+    so a slow upload neither spends it nor holds a place meanwhile; a request that the work
+    already admitted would push past its budget is refused before its body is read."""
 
     def __init__(self, app: ASGIApp, runtime: Callable[[], Runtime | None]) -> None:
         self.app = app
@@ -111,26 +125,48 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
             return
         arrived = time.perf_counter()
-        scope.setdefault("state", {})["received"] = arrived
+        state = scope.setdefault("state", {})
+        state["received"] = arrived
         runtime = self.runtime()
         if runtime is None or not runtime.ready or not needs_predict_key(scope["path"]):
             await self.app(scope, receive, send)
             return
+        admission, settings = runtime.admission, runtime.settings
         try:
-            runtime.admission.enter(arrived)
-        except Overloaded as exc:
-            runtime.metrics.rejected.labels("unknown", "", exc.reason).inc()
-            path = scope["path"]
-            endpoint = "/v2/infer" if is_protocol_path(path) else path
-            if endpoint not in PREDICT_ENDPOINTS:  # the label never takes the client's text
-                endpoint = "other"
-            runtime.metrics.requests.labels("unknown", "", endpoint, "overloaded").inc()
+            admission.check(arrived)  # hopeless already: refused without reading the body
+            body = await read_body(
+                receive,
+                idle_s=settings.body_timeout_s,
+                total_s=settings.request_timeout_s * BODY_SHARE_OF_TIMEOUT,
+            )
+            arrived = time.perf_counter()
+            ticket = admission.enter(arrived)
+        except (Overloaded, RequestTimeout, ClientDisconnected) as exc:
+            count_unresolved(runtime, scope["path"], exc)
             await send_error(send, exc, scope["path"])
             return
+        state["received"] = arrived
+        state["admission"] = ticket
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, replay(body, receive), send)
         finally:
-            runtime.admission.leave()
+            admission.leave(ticket)
+
+
+def count_unresolved(runtime: Runtime, path: str, exc: ApiError) -> None:
+    """Count a prediction request answered before its model was known."""
+    outcome = outcome_of(exc)
+    if isinstance(exc, Overloaded):
+        runtime.metrics.rejected.labels("unknown", "", exc.reason).inc()
+    elif isinstance(exc, ClientDisconnected):
+        log.info("client disconnected before its %s request was read", path[:100])
+    else:
+        log.info("rejected POST %s: %d %s", path[:100], exc.status, exc.message)
+    runtime.metrics.requests.labels("unknown", "", endpoint_label(path), outcome).inc()
+
+
+def outcome_of(exc: ApiError) -> str:
+    return next((o for cls, o in OUTCOME_OF.items() if isinstance(exc, cls)), "error")
 
 
 class BodyLimitMiddleware:
@@ -241,7 +277,10 @@ def check_top_k(top_k: int, model: LoadedModel) -> None:
 
 
 async def to_input(runtime: Runtime, model: LoadedModel, data: bytes) -> np.ndarray:
-    """decode -> validate -> preprocess one image, timed per model."""
+    """decode -> validate -> preprocess one image, timed per model. The header is read here;
+    an image that is costly to decode (many pixels or scans, or a large file) is decoded in
+    the worker's one decode thread, so the event loop keeps answering others meanwhile and
+    at most one large image per worker is in memory at a time."""
     started = time.perf_counter()
     settings = runtime.settings
     spec = model.manifest.preprocessing
@@ -250,27 +289,27 @@ async def to_input(runtime: Runtime, model: LoadedModel, data: bytes) -> np.ndar
             f"model {model.key} classifies text: send text to /predict/text",
             detail=[{"field": "model", "message": "not an image model", "value": model.name}],
         )
-    work = functools.partial(
-        decode.preprocess,
-        data,
-        spec,
-        max_bytes=settings.max_upload_bytes,
-        max_pixels=settings.max_image_pixels,
+    image = decode.open_image(
+        data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
     )
-    if len(data) > THREAD_DECODE_BYTES:
-        x = await run_in_threadpool(work)
-    elif decode.header_pixels(data) > LARGE_IMAGE_PIXELS:
-        # One large decode per turn of the event loop: between two, it accepts, answers and
-        # refuses other requests, instead of running every queued decode back to back.
-        async with runtime.large_decode:
-            x = work()
-            await asyncio.sleep(0)
+    if decode.is_costly(image, data):
+        loop = asyncio.get_running_loop()
+        x = await loop.run_in_executor(runtime.decoder, decode_large, image, spec)
     else:
-        x = work()
+        x = decode.image_to_input(decode.load_image(image), spec)
     runtime.metrics.preprocess_seconds.labels(model.name, str(model.version)).observe(
         time.perf_counter() - started
     )
     return x
+
+
+def decode_large(image: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
+    """In the decode thread: decode and preprocess, then give the freed memory back."""
+    try:
+        return decode.image_to_input(decode.load_image(image), spec)
+    finally:
+        image.close()
+        give_back()
 
 
 T = TypeVar("T")
@@ -294,7 +333,7 @@ async def counted(
         with runtime.admission.admit(model.key):
             result = await work(model)
     except ApiError as exc:
-        outcome = next((o for cls, o in OUTCOME_OF.items() if isinstance(exc, cls)), "error")
+        outcome = outcome_of(exc)
         runtime.metrics.requests.labels(model_label, version_label, endpoint, outcome).inc()
         if isinstance(exc, Overloaded):
             runtime.metrics.rejected.labels(model_label, version_label, exc.reason).inc()
@@ -312,11 +351,15 @@ async def infer(
     """Batch `x` with the model's other requests, unless the request's budget is already spent
     (then 503 at once: answering it late helps no one and delays the requests behind it)."""
     runtime.admission.check_deadline(arrival(request))
+    ticket: Ticket | None = getattr(request.state, "admission", None)
+    if ticket is not None:  # the gate counted one item until the request was parsed
+        runtime.admission.resize(ticket, len(x))
     return await runtime.batcher(model).infer(x)
 
 
 def arrival(request: Request) -> float:
-    """When AdmissionMiddleware saw the request arrive (perf_counter), or now."""
+    """When the request's body had arrived (AdmissionMiddleware; for other requests when
+    their headers had), as perf_counter, or now."""
     received: float | None = getattr(request.state, "received", None)
     return received if received is not None else time.perf_counter()
 
@@ -393,14 +436,18 @@ def create_app(runtime: Runtime | None = None) -> DirectApp:
     def current_runtime() -> Runtime | None:
         return getattr(app.state, "runtime", None)
 
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body)
     app.add_middleware(AdmissionMiddleware, runtime=current_runtime)
+    # Outside the admission gate: it reads the body through this middleware's limit.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body)
     # Added last, so it runs first: an unauthorised request's body is never read.
     app.add_middleware(SecurityMiddleware, settings=settings, send_error=send_error)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
-        log.info("rejected %s %s: %d %s", request.method, request.url.path, exc.status, exc.message)
+        if not isinstance(exc, Overloaded):  # the gate logs its refusals, a line per period
+            log.info(
+                "rejected %s %s: %d %s", request.method, request.url.path, exc.status, exc.message
+            )
         return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
@@ -415,6 +462,13 @@ def create_app(runtime: Runtime | None = None) -> DirectApp:
             for err in exc.errors()
         ]
         return await on_api_error(request, ValidationFailed(detail=problems))
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_disconnect(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # Starlette raises it when the client went away while its body was being read: one
+        # line, no traceback, and 499 (which nobody hears) instead of a 500.
+        log.info("client disconnected during %s %s", request.method, request.url.path[:100])
+        return error_response(ClientDisconnected(), request.url.path)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

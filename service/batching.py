@@ -18,7 +18,7 @@ import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher, Optimizer
 from numpy.typing import NDArray
 
-from service.admission import Overloaded
+from service.admission import deadline_error
 from service.metrics import ServiceMetrics
 from service.models import LoadedModel
 
@@ -50,10 +50,8 @@ class BoundedWaitOptimizer(Optimizer):
 
 
 def _overloaded() -> NoReturn:
-    # Called by the dispatcher when a queued request cannot be served within max_latency_ms.
-    raise Overloaded(
-        "deadline", "overloaded: the request could not be answered within the latency budget"
-    )
+    # Called by the dispatcher when a queued request has waited past its hard limit.
+    raise deadline_error()
 
 
 class ModelBatcher:
@@ -65,6 +63,7 @@ class ModelBatcher:
         *,
         max_batch_size: int,
         max_latency_ms: int,
+        hard_limit_s: float,
         metrics: ServiceMetrics,
         in_thread: bool = True,
         max_wait_ms: float = 2.0,
@@ -79,12 +78,16 @@ class ModelBatcher:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=model.key) if in_thread else None
         )
         # Lists are batched item by item (BentoML splits a list that does not fit the batch).
+        # The dispatcher sheds what it expects to wait past `max_latency_in_ms`, whoever sent
+        # it: warm-up and reload warm-up included. Clients' deadlines are the admission gate's
+        # (service.admission), so the dispatcher sheds only past the hard request timeout.
         self._dispatcher: CorkDispatcher[list[Item], list[NDArray[np.float32]]] = CorkDispatcher(
-            max_latency_in_ms=max_latency_ms,
+            max_latency_in_ms=int(hard_limit_s * 1000),
             max_batch_size=max_batch_size,
             fallback=_overloaded,
             get_batch_size=len,
         )
+        # The optimizer's first guesses of the batch cost scale with the latency it is given.
         self._dispatcher.optimizer = BoundedWaitOptimizer(max_latency_ms / 1000, max_wait_ms / 1000)
         self._submit = self._dispatcher(self._run_batch)
         self.record_metrics = True  # off while warming up: those calls are not clients'

@@ -116,3 +116,22 @@ class Forbidden(ApiError):
 class HeadersTooLarge(ApiError):
     status = 431
     error = "request header fields too large"
+
+
+class RequestTimeout(ApiError):
+    """408: the request's body stopped arriving; the connection is closed after the answer,
+    since the rest of the body may still be on its way."""
+
+    status = 408
+    error = "request timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
+class ClientDisconnected(ApiError):
+    """The client went away before its request was read or answered. Nobody hears the
+    answer; its status is nginx's 499 so BentoML's request counter files it apart from 5xx."""
+
+    status = 499
+    error = "client closed the connection"

@@ -77,6 +77,25 @@ def validation_problems(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+# RFC 2046: a boundary is 1 to 70 characters.
+MAX_BOUNDARY = 70
+
+
+def check_boundary(content_type: str) -> None:
+    """400 for a multipart body whose boundary is missing, empty or longer than RFC 2046
+    allows (an empty one made every line of the body a delimiter candidate)."""
+    params = dict(
+        (key.strip().lower(), value.strip().strip('"'))
+        for key, _, value in (p.partition("=") for p in content_type.split(";")[1:])
+    )
+    boundary = params.get("boundary", "")
+    if not 1 <= len(boundary) <= MAX_BOUNDARY:
+        raise BadRequest(
+            "malformed multipart body: the boundary must be 1 to 70 characters",
+            detail={"boundary_length": len(boundary), "limit": MAX_BOUNDARY},
+        )
+
+
 @asynccontextmanager
 async def predict_form(request: Request, file_field: str, *, max_files: int
                        ) -> AsyncIterator[PredictForm]:  # fmt: skip
@@ -87,6 +106,8 @@ async def predict_form(request: Request, file_field: str, *, max_files: int
             "the body must be multipart/form-data",
             detail={"field": file_field, "content_type": request.headers.get("content-type")},
         )
+    if content_type.startswith("multipart/form-data"):
+        check_boundary(content_type)
     try:
         form = await request.form(max_files=max_files + 1, max_fields=100)
     except (MultiPartException, HTTPException) as exc:

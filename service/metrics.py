@@ -37,8 +37,12 @@ OUTCOMES = (
     "not_found",
     "validation_failed",
     "overloaded",
+    "request_timeout",
+    "client_disconnected",
     "error",
 )
+# Server-side latency of an admitted request over the latency its admission estimated.
+ESTIMATE_RATIO_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
 class ServiceMetrics:
@@ -63,6 +67,14 @@ class ServiceMetrics:
             (*labels, "reason"),
             namespace=NAMESPACE,
             registry=reg,
+        )
+        self.estimate_ratio = Histogram(
+            "admission_estimate_ratio",
+            "Per answered prediction request: its time from body arrival to answer over the "
+            "time the admission gate expected (above 1/0.7 would mean the gate admits too much)",
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=ESTIMATE_RATIO_BUCKETS,
         )
         self.reloads = Counter(
             "reloads",

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -62,11 +63,14 @@ class Runtime:
         self.models: ModelRegistry = load_registry(settings)
         self.metrics = ServiceMetrics(settings.max_batch_size, registry)
         self.admission = Admission(
-            budget_s=settings.max_latency_ms / 1000, max_queue=settings.max_queue
+            budget_s=settings.max_latency_ms / 1000,
+            max_queue=settings.max_queue,
+            on_estimate=self.metrics.estimate_ratio.observe,
         )
         self.roster = Roster(settings.runtime_dir, settings.workers)
         self.batchers: dict[str, ModelBatcher] = {}
-        self.large_decode = asyncio.Lock()
+        # One thread per worker decodes the costly images (service.app.to_input).
+        self.decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self.worker_index: int | None = None  # BentoML's worker number, set by the service
         self.ready = False
         self._reload_lock = asyncio.Lock()
@@ -100,6 +104,7 @@ class Runtime:
             model,
             max_batch_size=self.settings.max_batch_size,
             max_latency_ms=self.settings.max_latency_ms,
+            hard_limit_s=self.settings.request_timeout_s,
             metrics=self.metrics,
             in_thread=inference_in_thread(self.settings, model),
             max_wait_ms=self.settings.max_batch_wait_ms,
@@ -134,6 +139,7 @@ class Runtime:
                 await self._watcher
         for batcher in self.batchers.values():
             batcher.close()
+        self.decoder.shutdown(wait=False, cancel_futures=True)
 
     def batcher(self, model: LoadedModel) -> ModelBatcher:
         return self.batchers[model.key]

@@ -55,6 +55,19 @@ class ServiceSettings(BaseSettings):
     )
     max_batch_images: int = Field(64, ge=1, description="images per /predict/batch request")
     request_timeout_s: float = Field(60.0, gt=0, description="BentoML's per-request timeout")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a connection must send a request's complete headers within this many "
+        "seconds of connecting or of its previous answer, or it is closed (slowloris)",
+    )
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="longest wait for the next bytes of a prediction request's body; past it "
+        "408 and the connection is closed. The whole body must also arrive within 80%% of "
+        "request_timeout_s. A request's latency budget starts once its body has arrived",
+    )
     access_log: bool = Field(False, description="BentoML's per-request access log line")
     tracing: bool = Field(
         False, description="BentoML's OpenTelemetry span per request (configure an exporter "

@@ -86,6 +86,17 @@ def animated_gif() -> bytes:
     return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
 
 
+def with_garbage_exif_png(png: bytes) -> bytes:
+    """The PNG with an eXIf chunk that holds no TIFF header, before its IEND."""
+    return png[:-12] + png_chunk(b"eXIf", b"garbage, not a TIFF header") + png[-12:]
+
+
+def with_garbage_exif_jpeg(jpeg: bytes) -> bytes:
+    """The JPEG with an APP1 Exif segment that holds no TIFF header, after its SOI."""
+    app1 = b"Exif\x00\x00garbage, not a TIFF header"
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
 PNG = SEVEN
 JPEG = encode(digit(), "JPEG", quality=95)
 TRUNCATED_PNG = PNG[: len(PNG) // 2]
@@ -166,6 +177,10 @@ def parts(*parts: tuple[str, bytes], content_type: str = MULTIPART, **options: s
 
 
 IMAGE_PART = ('name="image"; filename="7.png"', PNG)
+EMPTY_BOUNDARY = raw(multipart(IMAGE_PART, boundary=""), "multipart/form-data; boundary=")
+LONG_BOUNDARY = parts(
+    IMAGE_PART, boundary="b" * 71, content_type=f"{NO_BOUNDARY}; boundary={'b' * 71}"
+)
 HUGE = "x" * (2 * 1024 * 1024)  # over Starlette's 1 MiB limit on a text part
 HUGE_VALUE = ('name="model"', HUGE.encode())
 HUGE_NAME = ('name="' + HUGE[:100_000] + '"', b"1")
@@ -228,6 +243,10 @@ CASES: list[tuple[str, str, Send, set[int]]] = [
     ("largest-png-header", "POST /predict", form(LARGEST_PNG), E413),
     # odd but valid images: a prediction
     ("cmyk-jpeg", "POST /predict", form(CMYK_JPEG), OK),
+    # unreadable EXIF: the orientation is ignored, the pixels are served
+    ("garbage-exif-png", "POST /predict", form(with_garbage_exif_png(PNG)), OK),
+    ("garbage-exif-jpeg", "POST /predict", form(with_garbage_exif_jpeg(JPEG)), OK),
+    ("garbage-exif-png-json", "POST /predict/json", b64(with_garbage_exif_png(PNG)), OK),
     ("16-bit-png", "POST /predict", form(PNG_16_BIT), OK),
     ("palette-png", "POST /predict", form(PALETTE_PNG), OK),
     ("alpha-png", "POST /predict", form(ALPHA_PNG), OK),
@@ -256,6 +275,8 @@ CASES: list[tuple[str, str, Send, set[int]]] = [
     # multipart that is not what it claims, and wrong or missing form fields
     ("multipart-no-boundary", "POST /predict", parts(IMAGE_PART, content_type=NO_BOUNDARY), E400),
     ("multipart-wrong-boundary", "POST /predict", parts(IMAGE_PART, boundary="other"), E400),
+    ("multipart-empty-boundary", "POST /predict", EMPTY_BOUNDARY, E400),
+    ("multipart-71-char-boundary", "POST /predict", LONG_BOUNDARY, E400),
     ("multipart-unterminated", "POST /predict", raw(multipart(IMAGE_PART)[:-20], MULTIPART), E422),
     ("multipart-garbage", "POST /predict/batch", raw(b"\x00\xff" * 512, MULTIPART), E400),
     ("multipart-huge-value", "POST /predict", parts(IMAGE_PART, HUGE_VALUE), E400),

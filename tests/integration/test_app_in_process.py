@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from service.admission import MIN_SAMPLES
 from service.app import create_app
 from service.runtime import Runtime
 from service.settings import ServiceSettings
@@ -104,16 +105,28 @@ def test_not_ready_answers_503_with_retry_after() -> None:
     run_with_app(check, start=False)
 
 
+async def seconds_per_request(client: httpx.AsyncClient, requests: int = 40) -> float:
+    """This machine's time for one /predict in-process, measured now (sequentially)."""
+    started = time.perf_counter()
+    for _ in range(requests):
+        assert (await client.post("/predict", files={"image": SEVEN})).status_code == 200
+    return (time.perf_counter() - started) / requests
+
+
 def test_overload_is_shed_at_once_with_503_and_retry_after() -> None:
-    # A 1 ms budget cannot hold a burst of 400 requests: what would wait longer is refused,
-    # and those clients hear so at once, in the API's shape.
+    # A burst of 400 requests at once against a budget that holds about a tenth of them, as
+    # measured on this machine: what would wait longer is refused, and those clients hear so
+    # at once, in the API's shape.
     async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
+        runtime.admission.budget_s = 40 * await seconds_per_request(client)
+        assert runtime.admission.samples >= MIN_SAMPLES  # the gate learnt from those requests
         responses = await asyncio.gather(
             *(client.post("/predict", files={"image": SEVEN}) for _ in range(400))
         )
         shed = [r for r in responses if r.status_code == 503]
         assert shed, "nothing was shed"
         assert {r.status_code for r in responses} <= {200, 503}
+        assert len(shed) < len(responses), "nothing was admitted"
         for r in shed:
             assert r.headers["retry-after"] == "1"
             assert r.json()["detail"]["reason"] in ("deadline", "queue_full")
@@ -130,6 +143,19 @@ def test_overload_is_shed_at_once_with_503_and_retry_after() -> None:
             for model, version in (("digits-cnn", "1"), ("unknown", ""))
         )
         assert overloaded == len(shed)
+
+    run_with_app(check)
+
+
+def test_warm_up_is_never_held_to_a_client_budget() -> None:
+    # Warm-up sends requests through the batchers before the service is ready: with a budget
+    # no request could meet, the runtime still starts, and clients are the ones refused.
+    async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
+        assert runtime.ready  # start() warmed every batcher (it raised Overloaded before)
+        assert (await client.get("/readyz")).status_code == 200
+        for _ in range(5):
+            r = await client.post("/predict", files={"image": SEVEN})
+            assert r.status_code in (200, 503), r.text
 
     run_with_app(check, max_latency_ms=1)
 
@@ -174,17 +200,33 @@ def test_latency_recovers_after_an_overload_burst() -> None:
     # requests took ~87 ms each, for good. The service caps the learned wait.
     async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
         optimizer = runtime.batchers["digits-cnn:1"]._dispatcher.optimizer
+        before = await median_latency(client)
         for _ in range(3):
             await asyncio.gather(*(client.post("/predict", files={"image": SEVEN})
                                    for _ in range(1500)))  # fmt: skip
             optimizer.trigger_refresh()  # what the dispatcher does every 5 s under load
         assert optimizer.wait <= runtime.settings.max_batch_wait_ms / 1000
-        latencies = []
-        for _ in range(30):
-            started = time.perf_counter()
-            r = await client.post("/predict", files={"image": SEVEN})
-            latencies.append(time.perf_counter() - started)
-            assert r.status_code == 200
-        assert sorted(latencies)[15] < 0.010, f"median single-request latency {latencies}"
+        latencies = await single_latencies(client)
+        # The learnt wait would hold each lone request ~87 ms; capped, a lone request takes
+        # what it took before the bursts (measured first), plus at most the capped wait.
+        median = sorted(latencies)[len(latencies) // 2]
+        cap_s = runtime.settings.max_batch_wait_ms / 1000
+        assert median <= 3 * before + 2 * cap_s, (median, before)
 
     run_with_app(check)
+
+
+async def single_latencies(client: httpx.AsyncClient, requests: int = 30) -> list[float]:
+    """Seconds per /predict, one request at a time."""
+    latencies = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        r = await client.post("/predict", files={"image": SEVEN})
+        latencies.append(time.perf_counter() - started)
+        assert r.status_code == 200
+    return latencies
+
+
+async def median_latency(client: httpx.AsyncClient) -> float:
+    latencies = await single_latencies(client)
+    return sorted(latencies)[len(latencies) // 2]
