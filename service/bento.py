@@ -19,12 +19,16 @@ from service.app import create_app, send_error
 from service.errors import MethodNotAllowed, NotFound
 from service.listener import balance_listener, worker_option
 from service.logs import configure_logging
+from service.protocol import install as install_protocol_guards
 from service.runtime import Runtime
 from service.settings import ServiceSettings
 from service.timeouts import install as install_request_timeout
 
 install_request_timeout()  # before BentoML builds its app, in each worker
 SETTINGS = ServiceSettings()
+install_protocol_guards(  # before the worker builds uvicorn's config
+    header_timeout_s=SETTINGS.header_timeout_s, max_header_bytes=SETTINGS.max_header_bytes
+)
 app = create_app()
 API_PATHS = frozenset(getattr(route, "path", "") for route in app.routes)
 log = logging.getLogger("digitserve")
