@@ -19,6 +19,7 @@ served, never gets its answer. This class:
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -26,19 +27,19 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 # Room for the request line and header separators beyond max_header_bytes, so that the API's
 # own 431 (with its JSON body) answers requests just over the limit.
 LINE_ALLOWANCE = 8 * 1024
-REQUEST_TIMEOUT = b"Request header timeout"
-HEADERS_TOO_LARGE = b"Request header fields too large"
 
 
-def _plain_answer(status: bytes, text: bytes) -> bytes:
+def _answer(status: bytes, error: str, detail: dict[str, object]) -> bytes:
+    """A complete response in the API's error shape, closing the connection."""
+    body = json.dumps({"error": error, "detail": detail}).encode()
     return b"".join(
         [
             b"HTTP/1.1 ",
             status,
-            b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ",
-            str(len(text)).encode(),
+            b"\r\ncontent-type: application/json\r\ncontent-length: ",
+            str(len(body)).encode(),
             b"\r\nconnection: close\r\n\r\n",
-            text,
+            body,
         ]
     )
 
@@ -47,7 +48,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol with a header deadline, a header size cap and in-order errors."""
 
     header_timeout_s = 10.0
-    max_header_bytes = 16 * 1024 + LINE_ALLOWANCE
+    max_header_bytes = 16 * 1024  # the API's limit, as its own 431 reports it
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -117,17 +118,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer = None
         if self.transport.is_closing():
             return
+        answer = _answer(
+            b"408 Request Timeout",
+            "the request headers did not arrive in time",
+            {"header_timeout_s": self.header_timeout_s},
+        )
         if self._busy():  # a pipelined request is slow: end after the answers in progress
-            self._defer(_plain_answer(b"408 Request Timeout", REQUEST_TIMEOUT))
+            self._defer(answer)
         elif self._sent_anything:
-            self._answer_and_close(_plain_answer(b"408 Request Timeout", REQUEST_TIMEOUT))
+            self._answer_and_close(answer)
         else:
             self.transport.close()
 
     # --- header size -------------------------------------------------------------------
     def _count_header_bytes(self, n: int) -> None:
         self._header_bytes += n
-        if self._header_bytes > self.max_header_bytes:
+        if self._header_bytes > self.max_header_bytes + LINE_ALLOWANCE:
             self._too_large = True
             raise ValueError("request headers over the limit")  # ends feed_data: a parse error
 
@@ -135,9 +141,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         self._cancel_header_timer()
         if self._too_large:
-            answer = _plain_answer(b"431 Request Header Fields Too Large", HEADERS_TOO_LARGE)
+            answer = _answer(
+                b"431 Request Header Fields Too Large",
+                "the request headers are larger than the limit",
+                {"bytes": self._header_bytes, "limit_bytes": self.max_header_bytes},
+            )
         else:
-            answer = _plain_answer(b"400 Bad Request", msg.encode("ascii", "replace"))
+            answer = _answer(b"400 Bad Request", "malformed HTTP request", {"reason": msg})
         if self._busy():
             self._defer(answer)
         else:
@@ -164,5 +174,5 @@ def install(*, header_timeout_s: float, max_header_bytes: int) -> None:
     from uvicorn import config
 
     GuardedHttpToolsProtocol.header_timeout_s = header_timeout_s
-    GuardedHttpToolsProtocol.max_header_bytes = max_header_bytes + LINE_ALLOWANCE
+    GuardedHttpToolsProtocol.max_header_bytes = max_header_bytes
     config.HTTP_PROTOCOLS["auto"] = f"{__name__}:GuardedHttpToolsProtocol"
