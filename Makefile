@@ -7,10 +7,10 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint format serve models clean
+.PHONY: help install test test-one-core test-all lint format serve models clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ install: $(VENV)/.installed ## Create .venv with the train, serve, loadtest, ben
 
 test: install ## Install, then run the default test suite (excludes tests marked slow)
 	$(BIN)/pytest -m "not slow" $(ARGS)
+
+test-one-core: install ## The server-starting tiers (e2e, integration) again, pinned to one core as CI runs them
+	taskset -c 0 $(BIN)/pytest -m "not slow" tests/e2e tests/integration $(ARGS)
 
 test-all: install ## Install, then run every test, slow ones included
 	$(BIN)/pytest $(ARGS)

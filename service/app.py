@@ -86,8 +86,9 @@ OUTCOME_OF: dict[type[ApiError], str] = {
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
     for status, text in [
-        (400, "undecodable image or malformed request"),
+        (400, "undecodable image (or a JPEG with over 100 scans) or malformed request"),
         (404, "unknown model or version"),
+        (408, "the request body stopped arriving in time (the connection is then closed)"),
         (413, "request body, image or pixel count over the limit"),
         (415, "not a PNG, JPEG, GIF, BMP or WebP image, or a body of the wrong media type"),
         (422, "a field is missing or out of range (the detail names it)"),

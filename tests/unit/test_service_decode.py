@@ -15,7 +15,19 @@ from PIL import Image, ImageFile, ImageSequence
 
 from modelrepo.manifest import ImagePreprocessing, Manifest
 from modelrepo.preprocess import pixels_to_input
-from service.decode import SUPPORTED_FORMATS, check_size, decode_image, preprocess, sniff_format
+from service.decode import (
+    MAX_JPEG_SCANS,
+    SUPPORTED_FORMATS,
+    THREAD_DECODE_BYTES,
+    check_size,
+    decode_image,
+    decode_work,
+    is_costly,
+    jpeg_scans,
+    open_image,
+    preprocess,
+    sniff_format,
+)
 from service.errors import (
     ApiError,
     BadRequest,
@@ -510,3 +522,36 @@ def test_exif_orientation_is_applied_like_a_photo_viewer_shows_it(
     Image.fromarray(stored, mode="L").save(buffer, format="JPEG", quality=100, exif=exif)
     x = preprocess(buffer.getvalue(), spec, max_bytes=1 << 20, max_pixels=1 << 20)[0, 0]
     assert x[:, :3].mean() > x[:, 5:].mean() + 1.0  # left is white, right is black
+
+
+def scan_heavy_jpeg(repeats: int) -> bytes:
+    """A small JPEG whose one scan is repeated `repeats` times (each a full decode pass)."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    scan = data.index(b"\xff\xda")
+    return data[:scan] + data[scan:-2] * repeats + data[-2:]
+
+
+def test_jpeg_scans_are_counted_from_the_markers() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (9, 99, 199)).save(buffer, "JPEG", progressive=True)
+    assert 1 < jpeg_scans(buffer.getvalue()) <= 12  # libjpeg's progressive script
+    assert jpeg_scans(scan_heavy_jpeg(5)) == 5
+
+
+def test_a_jpeg_with_more_scans_than_any_encoder_writes_is_refused_before_decoding() -> None:
+    with pytest.raises(InvalidImage) as refused:
+        open_image(scan_heavy_jpeg(MAX_JPEG_SCANS + 1), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    assert refused.value.detail["scans"] == MAX_JPEG_SCANS + 1
+    opened = open_image(scan_heavy_jpeg(3), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    assert opened.size == (8, 8)
+
+
+def test_costly_means_many_pixel_passes_or_a_large_file() -> None:
+    small = encode(Image.new("L", (8, 8), 0), "PNG")
+    assert not is_costly(Image.open(io.BytesIO(small)), small)
+    big = encode(Image.new("L", (600, 600), 0), "PNG")  # 360k pixels, a few hundred bytes
+    assert len(big) < THREAD_DECODE_BYTES and is_costly(Image.open(io.BytesIO(big)), big)
+    scans = scan_heavy_jpeg(MAX_JPEG_SCANS)
+    assert decode_work(Image.open(io.BytesIO(scans)), scans) == 64 * MAX_JPEG_SCANS
