@@ -4,7 +4,6 @@ service accepts, odd-but-valid images, and everything it must refuse (and with w
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 from typing import Any
 
@@ -421,12 +420,9 @@ def test_decompression_bomb_is_413_before_decoding(
     def no_decoding(self: ImageFile.ImageFile) -> None:
         raise AssertionError("the pixels were decoded before the size check")
 
-    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
-    start = time.perf_counter()
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)  # decoding fails the test
     with pytest.raises(PayloadTooLarge) as info:
         run(bomb_png, spec, max_pixels=25_000_000)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 0.5
     assert info.value.status == 413
     assert info.value.detail == {"width": 6000, "height": 6000, "limit_pixels": 25_000_000}
 
