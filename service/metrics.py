@@ -42,7 +42,7 @@ OUTCOMES = (
     "error",
 )
 # Server-side latency of an admitted request over the latency its admission estimated.
-ESTIMATE_RATIO_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+OVERRUN_BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 
 
 class ServiceMetrics:
@@ -68,13 +68,14 @@ class ServiceMetrics:
             namespace=NAMESPACE,
             registry=reg,
         )
-        self.estimate_ratio = Histogram(
-            "admission_estimate_ratio",
-            "Per answered prediction request: its time from body arrival to answer over the "
-            "time the admission gate expected (above 1/0.7 would mean the gate admits too much)",
+        self.admission_overrun = Histogram(
+            "admission_overrun_ratio",
+            "Per answered prediction request: the share of the latency budget by which its answer "
+            "came later than the admission gate expected (0 when on time); above 0.3, the gate's "
+            "margin, an admitted request can miss its budget",
             namespace=NAMESPACE,
             registry=reg,
-            buckets=ESTIMATE_RATIO_BUCKETS,
+            buckets=OVERRUN_BUCKETS,
         )
         self.reloads = Counter(
             "reloads",

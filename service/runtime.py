@@ -65,7 +65,7 @@ class Runtime:
         self.admission = Admission(
             budget_s=settings.max_latency_ms / 1000,
             max_queue=settings.max_queue,
-            on_estimate=self.metrics.estimate_ratio.observe,
+            on_overrun=self.metrics.admission_overrun.observe,
         )
         self.roster = Roster(settings.runtime_dir, settings.workers)
         self.batchers: dict[str, ModelBatcher] = {}

@@ -87,6 +87,25 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def histogram(self, name: str) -> dict[float, float]:
+        """The cumulative bucket counts of histogram `name` (upper bound -> count), summed over
+        every series and worker."""
+        counts: dict[float, float] = {}
+        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(name + "_bucket{"):
+                le = float(line.split('le="', 1)[1].split('"', 1)[0])
+                counts[le] = counts.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
+        return counts
+
+
+def shares_within(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
+    """Of the observations made between two `Server.histogram` readings, the share at or below
+    each bucket's upper bound."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    if not total:
+        return {}
+    return {le: round((n - before.get(le, 0.0)) / total, 4) for le, n in sorted(after.items())}
+
 
 @contextmanager
 def running_server(

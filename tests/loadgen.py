@@ -65,7 +65,9 @@ async def closed_loop(
     stop_at = time.monotonic() + duration_s
     timeout = aiohttp.ClientTimeout(total=30)
 
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    # One connection per user: aiohttp's default pool of 100 would make 128 users 100.
+    connector = aiohttp.TCPConnector(limit=users)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
         async def user() -> None:
             while time.monotonic() < stop_at and len(outcomes) < max_requests:

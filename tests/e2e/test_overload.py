@@ -20,13 +20,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import Server, running_server
+from tests.helpers import Server, running_server, shares_within
 from tests.loadgen import closed_loop, open_loop, percentile
 
 BUDGET_MS = 500
 # Client-side latency also holds the time a request waits in the kernel's accept queue and in
 # the client itself, which the server cannot see or shed; this is the allowance for it.
 CLIENT_SLACK = 1.25
+OVERRUN = "digitserve_admission_overrun_ratio"
 
 
 def large_png(side: int = 1500) -> bytes:
@@ -66,6 +67,7 @@ def test_sheds_nothing_below_and_protects_the_budget_at_three_times(one_worker: 
     below = asyncio.run(open_loop(url, image, rate=0.7 * sustainable, duration_s=6))
     assert Counter(o.status for o in below) == {200: len(below)}, "shed below the sustainable rate"
     before = rejections(one_worker)
+    overrun_before = one_worker.histogram(OVERRUN)
 
     over = asyncio.run(open_loop(url, image, rate=3 * sustainable, duration_s=8))
     statuses = Counter(o.status for o in over)
@@ -75,7 +77,9 @@ def test_sheds_nothing_below_and_protects_the_budget_at_three_times(one_worker: 
     print(
         f"\nsustainable {sustainable:.0f}/s; at 3x ({3 * sustainable:.0f}/s): {statuses}, "
         f"accepted p50 {percentile(accepted, 0.5):.0f} ms p99 {percentile(accepted, 0.99):.0f} ms"
-        f", refused p50 {percentile([o.latency_s * 1000 for o in refused], 0.5):.0f} ms"
+        f", refused p50 {percentile([o.latency_s * 1000 for o in refused], 0.5):.0f} ms; "
+        "overrun (share of answers within a share of the budget): "
+        f"{shares_within(overrun_before, one_worker.histogram(OVERRUN))}"
     )
     assert refused, "nothing was refused at three times the sustainable rate"
     assert len(accepted) >= 0.5 * sustainable * 8, "goodput collapsed under overload"
