@@ -22,7 +22,7 @@ async def read_body(receive: Receive, *, idle_s: float, total_s: float) -> bytes
     try:
         # One timeout for the whole read, moved forward as each piece arrives: cheaper than a
         # wait_for (a task) per message on the hot path.
-        async with asyncio.timeout(started + min(idle_s, total_s)) as deadline:
+        async with asyncio.timeout_at(started + min(idle_s, total_s)) as deadline:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":

@@ -7,7 +7,9 @@ onnxruntime call where one exception would fail every request in the batch.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -86,11 +88,37 @@ def jpeg_scans(data: bytes) -> int:
     return data.count(b"\xff\xda")
 
 
+def png_chunk_with_bad_crc(data: bytes) -> str | None:
+    """The type of the first PNG chunk whose CRC does not match, or None. Pillow checks the
+    CRCs of the chunks it reads itself but not of IDAT, the pixels: a corrupted one decoded
+    to an answer. Checking costs one crc32 pass over the file. A truncated file is left to
+    Pillow, which says so."""
+    at = 8  # after the signature
+    while at + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, at)
+        end = at + 8 + length
+        if end + 4 > len(data):
+            return None
+        kind = data[at + 4 : at + 8]
+        (crc,) = struct.unpack_from(">I", data, end)
+        if zlib.crc32(memoryview(data)[at + 4 : end]) != crc:
+            return kind.decode("latin-1")
+        if kind == b"IEND":
+            return None
+        at = end + 4
+    return None
+
+
 def open_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """Bytes -> a Pillow image whose header has been read and checked against every limit
-    (size, pixels, JPEG scans); nothing is decoded yet."""
+    (size, pixels, JPEG scans) and whose PNG chunks pass their CRCs; nothing is decoded yet."""
     check_size(data, max_bytes)
     fmt = sniff_format(data)
+    if fmt == "PNG" and (chunk := png_chunk_with_bad_crc(data)) is not None:
+        raise InvalidImage(
+            "a PNG chunk fails its CRC check: the file is corrupt",
+            detail={"format": fmt, "chunk": chunk},
+        )
     with decode_errors(fmt):
         image = Image.open(io.BytesIO(data), formats=[fmt])
         width, height = image.size  # from the header: nothing decoded yet

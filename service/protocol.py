@@ -11,7 +11,11 @@ served, never gets its answer. This class:
 - answers 431 and closes when the request line and headers pass `max_header_bytes`, while
   they arrive, before any of them is kept;
 - answers a malformed request only after the requests before it on the connection have been
-  answered, in order, then closes.
+  answered, in order, then closes; a request whose own body is malformed (a bad chunk size)
+  is answered at once, its handler told the client has gone;
+- refuses what httptools lets through but RFC 9112 does not: versions other than HTTP/1.0
+  and HTTP/1.1 (a request line without one is HTTP/0.9 to it, and CR LF in a path made the
+  next line the version), and an HTTP/1.1 request without exactly one Host header.
 
 `install()` makes `http="auto"` (what BentoML's worker asks uvicorn for) mean this class.
 """
@@ -57,6 +61,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._sent_anything = False
         self._too_large = False
         self._deferred: bytes | None = None  # an error answer waiting for earlier answers
+        self._hosts = 0  # Host headers of the request being parsed
+        self._malformed: str | None = None  # why the request being parsed is refused
 
     # --- header deadline ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -77,6 +83,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._header_bytes = 0
+        self._hosts = 0
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -85,11 +92,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_header_bytes(len(name) + len(value) + 4)
+        if name.lower() == b"host":
+            self._hosts += 1
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
+        version = self.parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            self._refuse(f"HTTP/{version} is not supported here: send HTTP/1.1 or HTTP/1.0")
+        if version == "1.1" and self._hosts != 1:
+            self._refuse(f"an HTTP/1.1 request needs exactly one Host header, not {self._hosts}")
         super().on_headers_complete()
+
+    def _refuse(self, reason: str) -> None:
+        self._malformed = reason
+        raise ValueError(reason)  # ends feed_data: a parse error, answered 400
 
     def on_response_complete(self) -> None:
         if self._deferred is None:
@@ -147,8 +165,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 {"bytes": self._header_bytes, "limit_bytes": self.max_header_bytes},
             )
         else:
-            answer = _answer(b"400 Bad Request", "malformed HTTP request", {"reason": msg})
-        if self._busy():
+            reason, self._malformed = self._malformed or msg, None
+            answer = _answer(b"400 Bad Request", "malformed HTTP request", {"reason": reason})
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and not self.pipeline
+            and cycle.more_body
+            and not cycle.response_started
+        ):  # the error is in this request's own body: its handler waits for the rest in vain
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self._answer_and_close(answer)
+        elif self._busy():
             self._defer(answer)
         else:
             self._answer_and_close(answer)

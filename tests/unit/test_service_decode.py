@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from PIL import Image, ImageFile, ImageSequence
+from PIL import Image, ImageFile, ImageSequence, PngImagePlugin
 
 from modelrepo.manifest import ImagePreprocessing, Manifest
 from modelrepo.preprocess import pixels_to_input
@@ -542,6 +542,24 @@ def test_a_jpeg_with_more_scans_than_any_encoder_writes_is_refused_before_decodi
     assert refused.value.detail["scans"] == MAX_JPEG_SCANS + 1
     opened = open_image(scan_heavy_jpeg(3), max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
     assert opened.size == (8, 8)
+
+
+def png_with_chunk_changed(data: bytes, kind: bytes) -> bytes:
+    """`data` with the first data byte of its first `kind` chunk flipped, CRC left as it was."""
+    at = data.index(kind) + 4
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
+@pytest.mark.parametrize("kind", [b"IDAT", b"IHDR", b"tEXt"])
+def test_a_png_chunk_that_fails_its_crc_is_refused(kind: bytes, spec: ImagePreprocessing) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "hello")
+    good = encode(Image.new("L", (8, 8), 200), "PNG", pnginfo=info)
+    assert run(good, spec).shape == (1, 1, 8, 8)
+    with pytest.raises(InvalidImage) as refused:
+        run(png_with_chunk_changed(good, kind), spec)
+    assert refused.value.status == 400
+    assert refused.value.detail["chunk"] == kind.decode()
 
 
 def test_costly_means_many_pixel_passes_or_a_large_file() -> None:
