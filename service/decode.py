@@ -91,8 +91,8 @@ def jpeg_scans(data: bytes) -> int:
 def png_chunk_with_bad_crc(data: bytes) -> str | None:
     """The type of the first PNG chunk whose CRC does not match, or None. Pillow checks the
     CRCs of the chunks it reads itself but not of IDAT, the pixels: a corrupted one decoded
-    to an answer. Checking costs one crc32 pass over the file. A truncated file is left to
-    Pillow, which says so."""
+    to an answer. Checking costs one crc32 pass over the file. A truncated or garbled file is
+    left to Pillow, which says so."""
     at = 8  # after the signature
     while at + 12 <= len(data):
         (length,) = struct.unpack_from(">I", data, at)
@@ -100,6 +100,8 @@ def png_chunk_with_bad_crc(data: bytes) -> str | None:
         if end + 4 > len(data):
             return None
         kind = data[at + 4 : at + 8]
+        if not kind.isalpha() or not kind.isascii():
+            return None  # not a chunk at all: garbage, which Pillow refuses as such
         (crc,) = struct.unpack_from(">I", data, end)
         if zlib.crc32(memoryview(data)[at + 4 : end]) != crc:
             return kind.decode("latin-1")
