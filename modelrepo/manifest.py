@@ -63,9 +63,37 @@ class InputSpec(_Strict):
         return self
 
 
+class DigitCanonicalisation(_Strict):
+    """Bring a photographed, scanned or drawn digit to MNIST's form, the way MNIST was made:
+    grey levels; light paper is inverted so that ink is bright on dark; the background
+    (fitted to the border, so uneven light goes too) and faint texture or noise below
+    `noise_floor` of the ink's contrast removed; cropped to the ink; its longer side scaled to
+    `box` pixels with antialiasing; placed on the canvas (`size`) with the ink's centre of mass
+    at the centre. An image whose ink stands less than `min_contrast` grey levels above its
+    background has no ink: it is refused, never guessed at."""
+
+    kind: Literal["digits"] = "digits"
+    box: int = Field(default=20, ge=1, description="the ink's longer side, in pixels")
+    noise_floor: float = Field(
+        default=0.15,
+        ge=0,
+        lt=1,
+        description="share of the ink's contrast below which a pixel is background",
+    )
+    min_contrast: int = Field(
+        default=40, ge=1, le=255, description="grey levels the ink must stand above the paper"
+    )
+    work_size: int = Field(
+        default=512,
+        ge=32,
+        description="larger images are first reduced so their longer side is at most this",
+    )
+
+
 class ImagePreprocessing(_Strict):
     """How an image becomes the model's input tensor, in this order:
-    convert to `color`; resize to `size` (bilinear) when it differs; optionally invert
+    convert to `color`; canonicalise (when `canonical` is given: it also brings the image to
+    `size`) or else resize to `size` (bilinear) when it differs; optionally invert
     (255 - pixel); multiply by `scale`; subtract `mean` and divide by `std` per channel."""
 
     kind: Literal["image"] = "image"
@@ -76,6 +104,9 @@ class ImagePreprocessing(_Strict):
     mean: list[float] = Field(examples=[[0.3]])
     std: list[float] = Field(examples=[[0.4]])
     invert: bool = False
+    canonical: DigitCanonicalisation | None = Field(
+        default=None, description="MNIST-style canonicalisation of digits; none when absent"
+    )
 
     @property
     def channels(self) -> int:
@@ -98,6 +129,15 @@ class ImagePreprocessing(_Strict):
             )
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be positive, got {self.std}")
+        if self.canonical is not None:
+            if self.color != "L":
+                raise ValueError("digit canonicalisation works on grey images: color must be L")
+            if self.canonical.box > min(self.size):
+                raise ValueError(
+                    f"canonical.box {self.canonical.box} does not fit the {list(self.size)} canvas"
+                )
+            if self.invert:
+                raise ValueError("canonicalisation already makes ink bright: invert must be false")
         return self
 
 
@@ -180,6 +220,10 @@ class TrainingProvenance(_Strict):
     """Where the weights came from."""
 
     dataset: str
+    split: str | None = Field(
+        default=None, description="where the data came from and how it was split"
+    )
+    augment: list[str] = Field(default_factory=list, description="training augmentation")
     samples: int = Field(ge=1, description="training samples seen per epoch")
     epochs: int = Field(ge=1)
     seed: int

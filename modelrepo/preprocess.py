@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
+from modelrepo.canonical import canonicalise_digit
 from modelrepo.manifest import ImagePreprocessing
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
@@ -44,8 +45,11 @@ def normalize_image(image: Image.Image) -> Image.Image:
 
 
 def image_to_pixels(image: Image.Image, spec: ImagePreprocessing) -> NDArray[np.uint8]:
-    """A decoded image as (H, W, C) uint8 pixels in the manifest's colour mode and size."""
+    """A decoded image as (H, W, C) uint8 pixels in the manifest's colour mode and size:
+    canonicalised when the manifest says so (NoInk when there is no digit), else resized."""
     image = normalize_image(image)
+    if spec.canonical is not None:
+        return canonicalise_digit(image, spec.canonical, spec.size)
     if image.mode != spec.color:
         image = image.convert(spec.color)
     height, width = spec.size
