@@ -52,7 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help=f"default {DEFAULTS.seed}")
     train.add_argument(
         "--augment",
-        help="comma-separated: crop,flip; 'none' for none (default: the architecture's own)",
+        help="comma-separated: crop,flip,affine,stroke; 'none' for none (default: the "
+        "architecture's own)",
+    )
+    train.add_argument(
+        "--canonical",
+        choices=("none", "digits"),
+        help="digit data sets: bring every image to MNIST's form (cropped to the ink, scaled "
+        "to 20 px, centred by mass), as the served model will (default: digits for mnist-5k, "
+        "none otherwise)",
     )
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     train.add_argument(
@@ -105,6 +113,7 @@ def _train_flags(args: argparse.Namespace) -> dict[str, Any]:
             "max_length",
             "vocab_size",
             "min_count",
+            "canonical",
         )
     }
     if args.augment is not None:

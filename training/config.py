@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+CANONICAL_CHOICES = ("none", "digits")
+DIGIT_DATASETS = ("mnist-5k", "mnist", "digits")
+
 
 class ConfigError(ValueError):
     """A config file or flag value cannot be used; the message names it."""
@@ -16,7 +19,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TrainConfig:
     arch: str = "mnist-cnn"
-    dataset: str = "digits"
+    dataset: str = "mnist-5k"
     data_dir: str | None = None
     download: bool = False
     epochs: int = 10
@@ -26,6 +29,7 @@ class TrainConfig:
     limit: int | None = None  # use only the first N training samples (of a seeded shuffle)
     seed: int = 0
     augment: list[str] | None = None  # None: the architecture's default augmentation
+    canonical: str | None = None  # none | digits; None: digits for mnist-5k, none otherwise
     threads: int | None = None  # torch intra-op threads; None: torch's default
     model_args: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
     out: str | None = None  # None: runs/<arch>-<dataset>
@@ -53,6 +57,22 @@ class TrainConfig:
             )
         if self.min_count < 1:
             raise ConfigError(f"min_count must be at least 1, got {self.min_count}")
+        if self.canonical not in (None, *CANONICAL_CHOICES):
+            raise ConfigError(
+                f"canonical must be one of {', '.join(CANONICAL_CHOICES)}, got {self.canonical!r}"
+            )
+        if self.canonical == "digits" and self.dataset not in DIGIT_DATASETS:
+            raise ConfigError(
+                f"canonical digits is for digit data sets ({', '.join(DIGIT_DATASETS)}), "
+                f"not {self.dataset}"
+            )
+
+    @property
+    def canonicalise(self) -> bool:
+        """Whether images are brought to MNIST's form (on by default for mnist-5k)."""
+        if self.canonical is None:
+            return self.dataset == "mnist-5k"
+        return self.canonical == "digits"
 
     @property
     def out_dir(self) -> Path:

@@ -159,6 +159,8 @@ def training_provenance(ckpt: dict[str, Any], dataset: str | None = None) -> Tra
     config = ckpt.get("config", {})
     return TrainingProvenance(
         dataset=dataset or ckpt.get("dataset", {}).get("name", config.get("dataset", "unknown")),
+        split=ckpt.get("dataset", {}).get("source"),
+        augment=list(metrics.get("augment", [])),
         samples=metrics["train_samples"],
         epochs=metrics["epochs"],
         seed=metrics["seed"],

@@ -13,9 +13,11 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
+from tqdm import tqdm
 
-from modelrepo.manifest import ImagePreprocessing, TextPreprocessing
-from modelrepo.preprocess import pixels_to_input
+from modelrepo.canonical import NoInk
+from modelrepo.manifest import DigitCanonicalisation, ImagePreprocessing, TextPreprocessing
+from modelrepo.preprocess import image_to_pixels, pixels_to_image, pixels_to_input
 from training import reports
 from training.augment import check_augmentations
 from training.checkpoint import save_checkpoint
@@ -24,12 +26,20 @@ from training.data import TEXT_DATASETS, ImageDataset, load_dataset
 from training.engine import Evaluation, confusion_matrix, evaluate, fit, seed_everything
 from training.models import build_model, get_architecture
 
+# Digit training's default once images are canonical: on mnist-5k's held-out digits, 20 epochs
+# of the mnist-cnn gave 0.974 without augmentation, 0.986 with affine, 0.988 with both.
+DIGIT_AUGMENT = ("affine", "stroke")
 PARITY_BATCH = 32  # held-out test images stored in the checkpoint for the export parity check
 PIXEL_SCALE = 1 / 255
 
 
-def preprocessing_for(dataset: ImageDataset, train_pixels: NDArray[np.uint8]) -> ImagePreprocessing:
-    """Scale to [0, 1] and standardise with the training split's per-channel mean and std."""
+def preprocessing_for(
+    dataset: ImageDataset,
+    train_pixels: NDArray[np.uint8],
+    canonical: DigitCanonicalisation | None = None,
+) -> ImagePreprocessing:
+    """Scale to [0, 1] and standardise with the training split's per-channel mean and std
+    (of the canonical pixels, when `canonical` is given)."""
     scaled = train_pixels.astype(np.float64) * PIXEL_SCALE
     mean = scaled.mean(axis=(0, 1, 2))
     std = scaled.std(axis=(0, 1, 2))
@@ -40,7 +50,35 @@ def preprocessing_for(dataset: ImageDataset, train_pixels: NDArray[np.uint8]) ->
         # Rounded so the manifest stays readable; training and serving both use these values.
         mean=[round(float(m), 4) for m in mean],
         std=[round(float(s), 4) for s in std],
+        canonical=canonical,
     )
+
+
+def digit_canonicalisation(size: tuple[int, int]) -> DigitCanonicalisation:
+    """MNIST's proportions (a 20 px box on a 28 px canvas) for a canvas of `size`."""
+    return DigitCanonicalisation(box=max(1, round(min(size) * 20 / 28)))
+
+
+def canonical_pixels(
+    pixels: NDArray[np.uint8], dataset: ImageDataset, canonical: DigitCanonicalisation
+) -> NDArray[np.uint8]:
+    """Each image through the service's own path (modelrepo.preprocess.image_to_pixels), so
+    the model learns exactly what it will be served."""
+    spec = ImagePreprocessing(
+        color=dataset.color,
+        size=dataset.image_size,
+        scale=PIXEL_SCALE,
+        mean=[0.0] * dataset.channels,  # not used to make pixels
+        std=[1.0] * dataset.channels,
+        canonical=canonical,
+    )
+    out = np.empty_like(pixels)
+    for i, image in enumerate(tqdm(pixels, desc="canonicalise", unit="img", leave=False)):
+        try:
+            out[i] = image_to_pixels(pixels_to_image(image), spec)
+        except NoInk as exc:
+            raise ConfigError(f"{dataset.name} image {i} has no ink: {exc}") from None
+    return out
 
 
 def to_tensor(pixels: NDArray[np.uint8], spec: ImagePreprocessing) -> torch.Tensor:
@@ -150,6 +188,8 @@ def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
             "train a text architecture (bilstm-text) on it"
         )
     augment = tuple(config.augment) if config.augment is not None else arch.augment
+    if config.augment is None and config.canonicalise:
+        augment = DIGIT_AUGMENT
     try:
         check_augmentations(augment)
     except ValueError as exc:
@@ -168,9 +208,14 @@ def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
         keep = np.random.default_rng(config.seed).permutation(len(train_pixels))[: config.limit]
         train_pixels, train_labels = train_pixels[keep], train_labels[keep]
 
-    spec = preprocessing_for(dataset, train_pixels)
+    test_pixels = dataset.test_images
+    canonical = digit_canonicalisation(dataset.image_size) if config.canonicalise else None
+    if canonical is not None:
+        train_pixels = canonical_pixels(train_pixels, dataset, canonical)
+        test_pixels = canonical_pixels(test_pixels, dataset, canonical)
+    spec = preprocessing_for(dataset, train_pixels, canonical)
     x_train, y_train = to_tensor(train_pixels, spec), torch.from_numpy(train_labels)
-    x_test, y_test = to_tensor(dataset.test_images, spec), torch.from_numpy(dataset.test_labels)
+    x_test, y_test = to_tensor(test_pixels, spec), torch.from_numpy(dataset.test_labels)
     black = np.zeros((1, *dataset.image_size, dataset.channels), dtype=np.uint8)
     pad_value = to_tensor(black, spec)[0, :, 0, 0]  # (C,) a black pixel after preprocessing
 
@@ -186,7 +231,8 @@ def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
     print(
         f"{config.arch} ({n_params:,} parameters) on {dataset.name}: {len(x_train)} train / "
         f"{len(x_test)} test images of {dataset.image_size[0]}x{dataset.image_size[1]}x"
-        f"{dataset.channels}, augment={list(augment) or 'none'}"
+        f"{dataset.channels}, augment={list(augment) or 'none'}, "
+        f"canonical={'digits' if canonical else 'none'}"
     )
 
     started = time.monotonic()
@@ -214,6 +260,9 @@ def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
         final=final,
         matrix=matrix,
         labels=dataset.labels,
+        augment=list(augment),
+        canonical="digits" if canonical else "none",
+        split=dataset.source,
     )
     save_run(
         config,
@@ -222,11 +271,13 @@ def run_training(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
         metrics,
         spec,
         (dataset.name, dataset.source),
-        parity_images=torch.from_numpy(dataset.test_images[:PARITY_BATCH].copy()),
+        # What the model sees: canonical pixels when canonicalised (pixels_to_input of these is
+        # the input the ONNX graph must match the checkpoint on).
+        parity_images=torch.from_numpy(test_pixels[:PARITY_BATCH].copy()),
     )
     wrong = np.flatnonzero(final.predictions != dataset.test_labels)
     reports.plot_misclassified(
-        dataset.test_images[wrong],
+        test_pixels[wrong],
         dataset.test_labels[wrong],
         final.predictions[wrong],
         dataset.labels,

