@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-one-core test-all lint format serve models clean
+.PHONY: help install test test-one-core test-all lint format serve models examples accuracy clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,13 +44,23 @@ format: ## Apply ruff's fixes and formatting
 serve: install ## Serve the bundled models from exports/ on http://127.0.0.1:3000 (PORT=N to change)
 	$(BIN)/python -m service --model-repo exports --port $(PORT)
 
-models: install ## Retrain the bundled models (digits CNN and LSTM, text BiLSTM) and export them as new versions in exports/
+models: install ## Retrain the bundled models (MNIST and 8x8 digits CNN and LSTM, text BiLSTM) and export them as new versions in exports/
+	$(BIN)/python -m training train --arch mnist-cnn --dataset mnist-5k --epochs 30 --out runs/mnist-cnn
+	$(BIN)/python -m training export runs/mnist-cnn/checkpoint.pt --name mnist-cnn
+	$(BIN)/python -m training train --arch row-lstm --dataset mnist-5k --epochs 60 --out runs/mnist-lstm
+	$(BIN)/python -m training export runs/mnist-lstm/checkpoint.pt --name mnist-lstm
 	$(BIN)/python -m training train --arch mnist-cnn --dataset digits --epochs 30 --out runs/digits-cnn
 	$(BIN)/python -m training export runs/digits-cnn/checkpoint.pt --name digits-cnn
 	$(BIN)/python -m training train --arch row-lstm --dataset digits --epochs 40 --out runs/digits-lstm
 	$(BIN)/python -m training export runs/digits-lstm/checkpoint.pt --name digits-lstm
 	$(BIN)/python -m training train --arch bilstm-text --dataset text-topics --epochs 10 --lr 1e-3 --batch-size 32 --max-length 32 --out runs/text-topics
 	$(BIN)/python -m training export runs/text-topics/checkpoint.pt --name text-topics
+
+examples: install ## Write examples/mnist (held-out MNIST digits as PNG, and a 7 on paper, scanned, on a canvas and photographed)
+	$(BIN)/python -m training.variants --examples examples/mnist
+
+accuracy: install ## Accuracy of the MNIST models on every kind of real upload (python -m bench.accuracy)
+	$(BIN)/python -m bench.accuracy
 
 clean: ## Remove caches and training runs (keeps .venv and exports/)
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -35,6 +35,7 @@ from service.errors import (
     BadRequest,
     ClientDisconnected,
     InvalidImage,
+    NoInk,
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
@@ -75,6 +76,7 @@ OUTCOME_OF: dict[type[ApiError], str] = {
     RequestTimeout: "request_timeout",
     ClientDisconnected: "client_disconnected",
     InvalidImage: "invalid_image",
+    NoInk: "no_ink",
     UnsupportedMediaType: "unsupported_media_type",
     PayloadTooLarge: "payload_too_large",
     NotFound: "not_found",
@@ -91,7 +93,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (408, "the request body stopped arriving in time (the connection is then closed)"),
         (413, "request body, image or pixel count over the limit"),
         (415, "not a PNG, JPEG, GIF, BMP or WebP image, or a body of the wrong media type"),
-        (422, "a field is missing or out of range (the detail names it)"),
+        (
+            422,
+            "a field is missing or out of range (the detail names it), or the image holds no "
+            'digit (detail.reason "no_ink": blank or uniform)',
+        ),
         (401, "an API key is required (DIGITSERVE_API_KEY is set) and none was sent"),
         (403, "the API key is not valid"),
         (431, "the request headers are larger than the limit"),

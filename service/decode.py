@@ -17,9 +17,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from modelrepo import canonical
 from modelrepo.manifest import ImagePreprocessing
 from modelrepo.preprocess import image_to_pixels, pixels_to_input
-from service.errors import InvalidImage, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidImage, NoInk, PayloadTooLarge, UnsupportedMediaType
 
 # Magic numbers of the formats we accept; checked before Pillow sees the bytes, so SVG, PDF,
 # TIFF and anything else are refused by what they are, not by what they claim to be.
@@ -166,6 +167,8 @@ def image_to_input(image: Image.Image, spec: ImagePreprocessing) -> NDArray[np.f
     """A decoded image -> the model's (1, C, H, W) input, by the manifest's preprocessing."""
     try:
         return pixels_to_input(image_to_pixels(image, spec), spec)
+    except canonical.NoInk as exc:
+        raise NoInk(str(exc), detail={"reason": "no_ink"}) from None
     except (OSError, ValueError) as exc:  # e.g. a mode Pillow cannot convert
         raise InvalidImage(
             "the image could not be converted", detail={"mode": image.mode, "reason": str(exc)}

@@ -64,6 +64,14 @@ class UnsupportedMediaType(ApiError):
     error = "unsupported media type"
 
 
+class NoInk(ApiError):
+    """422: the image is valid but holds no digit (a blank canvas, a uniform colour); a model
+    that canonicalises its input refuses it rather than guess."""
+
+    status = 422
+    error = "nothing to classify"
+
+
 class ValidationFailed(ApiError):
     """422; `detail` lists the problems as {"field": ..., "message": ...}."""
 

@@ -125,8 +125,9 @@ class ServiceMetrics:
         )
         self.model_info = Gauge(
             "model_info",
-            "Loaded model versions (value 1) with provider and sha256",
-            (*labels, "arch", "provider", "sha256"),
+            "Loaded model versions (value 1) with provider, sha256, the data set they were "
+            "trained on and their input canonicalisation (none or digits)",
+            (*labels, "arch", "provider", "sha256", "dataset", "canonical"),
             namespace=NAMESPACE,
             registry=reg,
             multiprocess_mode="max",

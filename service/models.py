@@ -166,6 +166,11 @@ def load_model(settings: ServiceSettings, name: str, version: int) -> LoadedMode
     return model
 
 
+# The default model when DIGITSERVE_DEFAULT_MODEL names none and this one is loaded: the
+# bundled CNN trained on real MNIST digits, which canonicalises what it is sent.
+PREFERRED_DEFAULT = "mnist-cnn"
+
+
 class ModelRegistry:
     """The loaded models, by name and version, with the default model first."""
 
@@ -175,6 +180,8 @@ class ModelRegistry:
         self._by_name: dict[str, dict[int, LoadedModel]] = {}
         for model in models:
             self._by_name.setdefault(model.name, {})[model.version] = model
+        if default_model is None:  # the preferred default when it is loaded, else the first
+            default_model = PREFERRED_DEFAULT if PREFERRED_DEFAULT in self._by_name else None
         self.default_model = default_model or models[0].name
         if self.default_model not in self._by_name:
             raise StartupError(

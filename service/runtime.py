@@ -83,12 +83,16 @@ class Runtime:
             self._warm_session(model)
 
     def _describe(self, model: LoadedModel) -> None:
+        spec = model.manifest.preprocessing
+        canonical = getattr(spec, "canonical", None)
         self.metrics.model_info.labels(
             model.name,
             str(model.version),
             model.manifest.arch,
             model.provider,
             model.manifest.sha256,
+            model.manifest.training.dataset,
+            canonical.kind if canonical is not None else "none",
         ).set(1)
 
     def _warm_session(self, model: LoadedModel) -> None:

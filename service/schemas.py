@@ -18,7 +18,7 @@ class Prediction(_Body):
 
 
 class PredictResponse(_Body):
-    model: str = Field(description="model that answered", examples=["digits-cnn"])
+    model: str = Field(description="model that answered", examples=["mnist-cnn"])
     version: int = Field(description="version that answered", examples=[1])
     predictions: list[Prediction] = Field(description="top_k classes, most probable first")
     latency_ms: float = Field(description="server time for this request", examples=[2.1])
@@ -31,7 +31,7 @@ class ImageResult(_Body):
 
 
 class BatchPredictResponse(_Body):
-    model: str = Field(examples=["digits-cnn"])
+    model: str = Field(examples=["mnist-cnn"])
     version: int = Field(examples=[1])
     results: list[ImageResult] = Field(description="one result per image, in request order")
     latency_ms: float = Field(examples=[4.2])
@@ -42,16 +42,17 @@ class JsonPredictRequest(_Body):
         min_length=1,
         description="the image file (PNG, JPEG, GIF, BMP or WebP), base64-encoded",
         examples=[
-            # examples/digits/7.png: the documented example is a real digit the models read
-            "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAQklEQVR4nC3KQRGAIBAAwB0SXARsQAQi2MAKNjG"
-            "CUbABEaxAg/Pjvhd15gXGOLMh3ia7Ym1xq2Dmn/YZFBzPApEdH8G3EcaBn2t6AAAAAElFTkSuQmCC"
+            # examples/mnist/7.png: the documented example is a real MNIST digit the models read
+            "iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAhklEQVR4nNXRwQ3DIAwFUEfqGp4jIXMkHoQ9sgjq"
+            "HJA5HPb4uSA1bfo59FZfMHrCNiDyTzFcNzbqVOuzHDe0ZZVSRSaVubwVCACCttzzR/nNXnlCZ46cuEUYNb21vHZH"
+            "oGbYOpaVWYBzc1BT57dQR6TDZG7aMQPok3b7pW/nHm3dhX/FD3ECSXQyd9+ILxEAAAAASUVORK5CYII="
         ],
     )
     model: str | None = Field(
         None,
         max_length=64,  # as in the forms: an unknown name is echoed in the 404 and the log
         description="model name; default: the default model",
-        examples=["digits-cnn"],
+        examples=["mnist-cnn"],
     )
     version: int | None = Field(
         None, ge=1, description="model version; default: the highest", examples=[1]
@@ -69,7 +70,7 @@ class InputInfo(_Body):
 
 
 class ModelInfo(_Body):
-    name: str = Field(examples=["digits-cnn"])
+    name: str = Field(examples=["mnist-cnn"])
     version: int = Field(examples=[1])
     default: bool = Field(description="answers requests that name no model", examples=[True])
     latest: bool = Field(description="answers requests that name no version", examples=[True])
@@ -78,7 +79,7 @@ class ModelInfo(_Body):
     input: InputInfo
     preprocessing: dict[str, Any] = Field(description="how an image becomes the input tensor")
     labels: list[str] = Field(examples=[["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]])
-    dataset: str = Field(examples=["digits"])
+    dataset: str = Field(examples=["mnist-5k"])
     test_accuracy: float = Field(examples=[0.9861])
     provider: str = Field(
         description="onnxruntime execution provider in use", examples=["CPUExecutionProvider"]
@@ -87,7 +88,7 @@ class ModelInfo(_Body):
 
 
 class ModelsResponse(_Body):
-    default_model: str = Field(examples=["digits-cnn"])
+    default_model: str = Field(examples=["mnist-cnn"])
     models: list[ModelInfo]
 
 
@@ -96,7 +97,7 @@ class ErrorResponse(_Body):
     detail: Any = Field(
         None,
         description="machine-readable specifics, e.g. the field at fault",
-        examples=[{"model": "nope", "available": ["digits-cnn"]}],
+        examples=[{"model": "nope", "available": ["mnist-cnn"]}],
     )
 
 
@@ -108,7 +109,7 @@ class ReadyResponse(_Body):
     ready: bool = Field(examples=[True])
     models: list[str] = Field(
         description="loaded and warmed name:version pairs",
-        examples=[["digits-cnn:1", "digits-lstm:1"]],
+        examples=[["mnist-cnn:1", "mnist-lstm:1"]],
     )
 
 

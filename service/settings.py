@@ -25,7 +25,11 @@ class ServiceSettings(BaseSettings):
         "empty loads every model in the repository",
     )
     versions: Literal["all", "latest"] = Field("all", description="versions of a named model")
-    default_model: str | None = Field(None, description="model used when a request names none")
+    default_model: str | None = Field(
+        None,
+        description="model used when a request names none (default: mnist-cnn when it is "
+        "loaded, else the first model)",
+    )
     workers: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 64), ge=1, le=64)
     ort_threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per worker")
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -116,7 +116,7 @@ def test_real_prometheus_scrapes_the_service_and_records_latency(
                    server)  # fmt: skip
     assert 0 < float(p99[0]["value"][1]) < 5
     per_model = wait_for(prometheus, "endpoint_model:digitserve_request_seconds:p50_1m", server)
-    assert {r["metric"]["model"] for r in per_model} == {"digits-cnn"}
+    assert {r["metric"]["model"] for r in per_model} == {"mnist-cnn"}
     batch = wait_for(prometheus, "model:digitserve_batch_images:mean_rate1m", server)
     assert float(batch[0]["value"][1]) >= 1
 

@@ -40,11 +40,21 @@ def test_readme_curl_examples_work(server: Server) -> None:
         )
         assert result.returncode == 0, (line, result.stderr)
         answers.append(json.loads(result.stdout))
-    predict, lstm, batch, as_json, models, ready, text = answers
-    assert predict["predictions"][0]["label"] == "7" and len(predict["predictions"]) == 3
-    assert lstm["model"] == "digits-lstm" and len(lstm["predictions"]) == 1
+    *images, batch, as_json, models, ready, text = answers
+    for line, answer in zip(readme_curl_lines(), images, strict=False):
+        assert answer["predictions"][0]["label"] == "7", (line, answer)  # every kind of 7
+        expected_model = "mnist-lstm" if "model=mnist-lstm" in line else "mnist-cnn"
+        assert answer["model"] == expected_model, line
+    assert len(images[0]["predictions"]) == 3 and len(images[-1]["predictions"]) == 1
     assert [r["predictions"][0]["label"] for r in batch["results"]] == ["3", "8"]
     assert as_json["predictions"][0]["label"] == "7"
-    assert {m["name"] for m in models["models"]} == {"digits-cnn", "digits-lstm", "text-topics"}
+    assert models["default_model"] == "mnist-cnn"
+    assert {m["name"] for m in models["models"]} == {
+        "mnist-cnn",
+        "mnist-lstm",
+        "digits-cnn",
+        "digits-lstm",
+        "text-topics",
+    }
     assert ready["ready"] is True
     assert text["model"] == "text-topics" and text["predictions"][0]["label"] == "sports"

@@ -41,6 +41,10 @@ def run_with_app(
     asyncio.run(main())
 
 
+# The 8x8 digits test split is what scikit-learn's digits model answers exactly.
+DIGITS_CNN = {"model": "digits-cnn"}
+
+
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     value = registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
@@ -54,7 +58,10 @@ def test_concurrent_requests_are_batched_into_fewer_onnxruntime_calls(
 
     async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
         responses = await asyncio.gather(
-            *(client.post("/predict", files={"image": png}, data={"top_k": "1"}) for png in pngs)
+            *(
+                client.post("/predict", files={"image": png}, data={"top_k": "1", **DIGITS_CNN})
+                for png in pngs
+            )
         )
         assert all(r.status_code == 200 for r in responses), {
             r.status_code: r.text for r in responses
@@ -165,12 +172,14 @@ def test_batch_endpoint_larger_than_max_batch_size_is_split_and_reassembled() ->
 
     async def check(client: httpx.AsyncClient, runtime: Runtime, reg: CollectorRegistry) -> None:
         r = await client.post(
-            "/predict/batch", files=[("images", p) for p in pngs[:40]], data={"top_k": "1"}
+            "/predict/batch",
+            files=[("images", p) for p in pngs[:40]],
+            data={"top_k": "1", **DIGITS_CNN},
         )
         assert r.status_code == 200, r.text
         got = [int(x["predictions"][0]["label"]) for x in r.json()["results"]]
         direct = await asyncio.gather(
-            *(client.post("/predict", files={"image": p}) for p in pngs[:40])
+            *(client.post("/predict", files={"image": p}, data=DIGITS_CNN) for p in pngs[:40])
         )
         assert got == [int(d.json()["predictions"][0]["label"]) for d in direct]
         m = {"model": "digits-cnn", "version": "1"}

@@ -90,6 +90,8 @@ def test_every_model_by_default() -> None:
     assert resolve_specs(settings_for(EXPORTS)) == [
         ("digits-cnn", 1),
         ("digits-lstm", 1),
+        ("mnist-cnn", 1),
+        ("mnist-lstm", 1),
         ("text-topics", 1),
     ]
 
@@ -108,13 +110,21 @@ def test_all_versions_by_default(repo_with_v2: Path) -> None:
         ("digits-cnn", 1),
         ("digits-cnn", 2),
         ("digits-lstm", 1),
+        ("mnist-cnn", 1),
+        ("mnist-lstm", 1),
         ("text-topics", 1),
     ]
 
 
 def test_latest_versions_only(repo_with_v2: Path) -> None:
     settings = settings_for(repo_with_v2, versions="latest")
-    assert resolve_specs(settings) == [("digits-cnn", 2), ("digits-lstm", 1), ("text-topics", 1)]
+    assert resolve_specs(settings) == [
+        ("digits-cnn", 2),
+        ("digits-lstm", 1),
+        ("mnist-cnn", 1),
+        ("mnist-lstm", 1),
+        ("text-topics", 1),
+    ]
 
 
 def test_pinning_beats_latest(repo_with_v2: Path) -> None:
@@ -170,7 +180,13 @@ def test_repository_that_is_a_file_is_a_startup_error(tmp_path: Path) -> None:
 
 def test_registry_loads_every_bundled_model_on_the_cpu(registry: ModelRegistry) -> None:
     models = list(registry)
-    assert [m.key for m in models] == ["digits-cnn:1", "digits-lstm:1", "text-topics:1"]
+    assert [m.key for m in models] == [
+        "digits-cnn:1",
+        "digits-lstm:1",
+        "mnist-cnn:1",
+        "mnist-lstm:1",
+        "text-topics:1",
+    ]
     for model in models:
         assert model.provider == CPU
         assert model.session.get_providers()[0] == CPU
@@ -178,10 +194,14 @@ def test_registry_loads_every_bundled_model_on_the_cpu(registry: ModelRegistry) 
         assert model.manifest.sha256 == sha256_file(model.path / "model.onnx")
 
 
-def test_registry_default_is_the_first_model(registry: ModelRegistry) -> None:
-    assert registry.default_model == "digits-cnn"
+def test_registry_default_is_mnist_cnn_when_loaded_else_the_first_model(
+    registry: ModelRegistry,
+) -> None:
+    assert registry.default_model == "mnist-cnn"
     resolved = registry.resolve(None, None)
-    assert (resolved.name, resolved.version) == ("digits-cnn", 1)
+    assert (resolved.name, resolved.version) == ("mnist-cnn", 1)
+    only_8x8 = load_registry(settings_for(EXPORTS, models=["digits-lstm", "digits-cnn"]))
+    assert only_8x8.default_model == "digits-lstm"
 
 
 def test_registry_resolves_name_and_version(registry: ModelRegistry) -> None:
@@ -189,7 +209,7 @@ def test_registry_resolves_name_and_version(registry: ModelRegistry) -> None:
     assert lstm.key == "digits-lstm:1"
     assert lstm.manifest.arch != registry.resolve("digits-cnn", 1).manifest.arch
     assert registry.resolve("digits-lstm", None) is lstm
-    assert registry.resolve(None, 1) is registry.resolve("digits-cnn", 1)
+    assert registry.resolve(None, 1) is registry.resolve("mnist-cnn", 1)
     assert registry.latest_version("digits-lstm") == 1
 
 
@@ -198,7 +218,7 @@ def test_unknown_model_is_404_listing_the_available(registry: ModelRegistry) -> 
         registry.resolve("nope", None)
     error = info.value
     assert error.status == 404
-    available = ["digits-cnn", "digits-lstm", "text-topics"]
+    available = ["digits-cnn", "digits-lstm", "mnist-cnn", "mnist-lstm", "text-topics"]
     assert error.detail == {"model": "nope", "available": available}
     assert error.body()["detail"]["available"] == available
 
@@ -219,9 +239,12 @@ def test_default_is_the_highest_version(repo_with_v2: Path) -> None:
         "digits-cnn:1",
         "digits-cnn:2",
         "digits-lstm:1",
+        "mnist-cnn:1",
+        "mnist-lstm:1",
         "text-topics:1",
     ]
-    assert registry.resolve(None, None).key == "digits-cnn:2"
+    assert registry.resolve(None, None).key == "mnist-cnn:1"
+    assert registry.resolve("digits-cnn", None).key == "digits-cnn:2"
     assert registry.resolve("digits-cnn", 1).key == "digits-cnn:1"
     assert registry.latest_version("digits-cnn") == 2
     with pytest.raises(NotFound) as info:
