@@ -27,10 +27,11 @@ def upright(image: Image.Image) -> Image.Image:
         return image
 
 
-def normalize_image(image: Image.Image) -> Image.Image:
+def normalize_image(image: Image.Image, *, contrasting_matte: bool = False) -> Image.Image:
     """Undo what a file format adds before the colour conversion: EXIF orientation (phone
     photos), 16-bit depth (scaled, not clipped, to 8 bits) and transparency (composited onto
-    black, the background of the bundled digits)."""
+    black, the background of the bundled digits; or, with `contrasting_matte`, onto white when
+    what is drawn is dark: a digit drawn in black on a transparent canvas)."""
     image = upright(image)
     if image.mode in _SIXTEEN_BIT_MODES:
         values = np.asarray(image)  # uint16, or int32 for mode I: 2-4 bytes a pixel, not 8
@@ -39,15 +40,26 @@ def normalize_image(image: Image.Image) -> Image.Image:
         image = Image.fromarray((values >> 8).astype(np.uint8), mode="L")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        level = matte_against(rgba) if contrasting_matte else 0
+        background = Image.new("RGBA", rgba.size, (level, level, level, 255))
         image = Image.alpha_composite(background, rgba).convert("RGB")
     return image
+
+
+def matte_against(rgba: Image.Image) -> int:
+    """White (255) when the image's opaque pixels are dark on average, else black (0)."""
+    pixels = np.asarray(rgba)
+    opaque = pixels[:, :, 3] > 127
+    if not opaque.any():
+        return 0
+    grey = pixels[:, :, :3][opaque].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return 255 if float(grey.mean()) < 127.5 else 0
 
 
 def image_to_pixels(image: Image.Image, spec: ImagePreprocessing) -> NDArray[np.uint8]:
     """A decoded image as (H, W, C) uint8 pixels in the manifest's colour mode and size:
     canonicalised when the manifest says so (NoInk when there is no digit), else resized."""
-    image = normalize_image(image)
+    image = normalize_image(image, contrasting_matte=spec.canonical is not None)
     if spec.canonical is not None:
         return canonicalise_digit(image, spec.canonical, spec.size)
     if image.mode != spec.color:

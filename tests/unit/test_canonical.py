@@ -482,3 +482,18 @@ def test_image_to_pixels_canonicalises_when_the_manifest_says_so() -> None:
     np.testing.assert_array_equal(pixels, canonicalise_digit(image, spec.canonical, SIZE))
     with pytest.raises(NoInk):
         image_to_pixels(Image.new("L", (40, 40), 255), spec)
+
+
+@pytest.mark.parametrize("ink", [(0, 0, 0), (255, 255, 255), (30, 60, 200)], ids=str)
+def test_a_digit_drawn_on_a_transparent_canvas_is_read_whatever_its_ink(
+    ink: tuple[int, int, int],
+) -> None:
+    # A browser canvas exports strokes on transparent pixels: composited onto black, a black
+    # stroke would vanish. Against a matte that contrasts with the strokes it is always read.
+    drawing = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    ImageDraw.Draw(drawing).line([(60, 40), (140, 40), (90, 170)], fill=(*ink, 255), width=14)
+    spec = ImagePreprocessing(
+        color="L", size=(28, 28), scale=1 / 255, mean=[0.1], std=[0.3], canonical=PARAMS
+    )
+    pixels = image_to_pixels(drawing, spec)
+    assert pixels.max() == 255 and pixels[0].max() == 0  # ink, bright on a black border
