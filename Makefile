@@ -45,9 +45,9 @@ serve: install ## Serve the bundled models from exports/ on http://127.0.0.1:300
 	$(BIN)/python -m service --model-repo exports --port $(PORT)
 
 models: install ## Retrain the bundled models (MNIST and 8x8 digits CNN and LSTM, text BiLSTM) and export them as new versions in exports/
-	$(BIN)/python -m training train --arch mnist-cnn --dataset mnist-5k --epochs 30 --out runs/mnist-cnn
+	$(BIN)/python -m training train --arch mnist-cnn --dataset mnist-5k --epochs 30 --threads 1 --out runs/mnist-cnn
 	$(BIN)/python -m training export runs/mnist-cnn/checkpoint.pt --name mnist-cnn
-	$(BIN)/python -m training train --arch row-lstm --dataset mnist-5k --epochs 60 --out runs/mnist-lstm
+	$(BIN)/python -m training train --arch row-lstm --dataset mnist-5k --epochs 60 --threads 1 --out runs/mnist-lstm
 	$(BIN)/python -m training export runs/mnist-lstm/checkpoint.pt --name mnist-lstm
 	$(BIN)/python -m training train --arch mnist-cnn --dataset digits --epochs 30 --out runs/digits-cnn
 	$(BIN)/python -m training export runs/digits-cnn/checkpoint.pt --name digits-cnn

@@ -2,8 +2,8 @@
 
 Every bundled model is loaded twice by the service's own loader (`service.models.load_model`,
 the code `python -m service` runs), once with DIGITSERVE_DEVICE=cuda and once with cpu. Real
-inputs go through both, in the shapes the service sends: the 360 digits test PNGs of
-`loadtest/digits-test-png.zip` through the service's own decode and preprocessing
+inputs go through both, in the shapes the service sends: the 1,000 held-out MNIST PNGs of
+`loadtest/mnist-test-png.zip` through the service's own decode and preprocessing
 (`service.decode.preprocess`), and the first 512 rows of `training/data/text-topics.csv`
 through `modelrepo.text`. It prints, per model, the provider
 onnxruntime really used, the largest absolute difference between the two outputs, whether

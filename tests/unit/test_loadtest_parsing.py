@@ -276,7 +276,7 @@ def test_parser_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_load_images() -> None:
     images = load_images()
-    assert len(images) == 360
+    assert len(images) == 1000
     name, data = images[0]
     assert data.startswith(b"\x89PNG") and label_of(name) in {str(d) for d in range(10)}
     assert load_images() == images
