@@ -8,6 +8,7 @@ shutdown, the mounted app supplies the API.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any, cast
 
@@ -23,6 +24,7 @@ from service.protocol import install as install_protocol_guards
 from service.runtime import Runtime
 from service.settings import ServiceSettings
 from service.timeouts import install as install_request_timeout
+from service.traffic_labels import install as install_traffic_labels
 
 install_request_timeout()  # before BentoML builds its app, in each worker
 SETTINGS = ServiceSettings()
@@ -31,14 +33,42 @@ install_protocol_guards(  # before the worker builds uvicorn's config
 )
 app = create_app()
 API_PATHS = frozenset(getattr(route, "path", "") for route in app.routes)
+# BentoML's own routes, outside the API (its OpenAPI page and schema, probes, metrics).
+BENTOML_PATHS = frozenset(
+    {"/", "/docs.json", "/schema.json", "/healthz", "/livez", "/readyz", "/metrics"}
+)
+# The part of a V2 path that names a model (and a version): the client's text.
+V2_MODEL = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?")
 log = logging.getLogger("digitserve")
+
+
+def api_route(scope: Scope) -> str | None:
+    """The path template of the API route for this request's path (for any method), if any."""
+    if scope["path"] in API_PATHS:  # the common case, without matching each route
+        return str(scope["path"])
+    for route in app.routes:
+        if route.matches(scope)[0] is not Match.NONE:
+            return str(getattr(route, "path", scope["path"]))
+    return None
 
 
 def is_api_path(scope: Scope) -> bool:
     """Whether the API has a route for this request's path (for any method)."""
-    if scope["path"] in API_PATHS:  # the common case, without matching each route
-        return True
-    return any(route.matches(scope)[0] is not Match.NONE for route in app.routes)
+    return api_route(scope) is not None
+
+
+def endpoint_label(scope: Scope) -> str:
+    """BentoML's request-metrics label for this request: its route, never the client's text
+    (the model name and version of a V2 path become `{name}` and `{version}`)."""
+    if scope["path"] in BENTOML_PATHS:
+        return str(scope["path"])
+    route = api_route(scope)
+    if route is None:
+        return "other"
+    return V2_MODEL.sub(lambda m: "/v2/models/{name}" + ("/versions/{version}" * bool(m[1])), route)
+
+
+install_traffic_labels(endpoint_label)  # before BentoML builds its app, in each worker
 
 
 class ApiShape:
