@@ -3,7 +3,7 @@
 The corpus is `training.variants` made from mnist-5k's 1,000 held-out digits (never trained
 on): as MNIST stores them, dark ink on paper, large RGB scans, small digits on a big canvas
 and JPEG phone photos. Every file goes through the server's own decode and preprocessing
-(`service.decode.preprocess`) and the model's ONNX graph on onnxruntime, as `/predict`
+(`service.core.image.preprocess`) and the model's ONNX graph on onnxruntime, as `/predict`
 would; served == offline is proven over HTTP by tests/e2e/test_canonical.py. Images the
 model refuses for having no ink count as wrong.
 """
@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from modelrepo.layout import list_versions, open_version
 from modelrepo.manifest import ImagePreprocessing
-from service.decode import preprocess
-from service.errors import NoInk
+from service.core.errors import NoInk
+from service.core.image import preprocess
 from training.variants import KINDS, corpus, held_out
 
 ROOT = Path(__file__).resolve().parents[1]

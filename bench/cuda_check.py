@@ -1,10 +1,10 @@
 """`python -m bench.cuda_check`: the service's CUDA path, on a machine with a GPU.
 
-Every bundled model is loaded twice by the service's own loader (`service.models.load_model`,
+Every bundled model is loaded twice by the service's own loader (`service.core.models.load_model`,
 the code `python -m service` runs), once with DIGITSERVE_DEVICE=cuda and once with cpu. Real
 inputs go through both, in the shapes the service sends: the 1,000 held-out MNIST PNGs of
 `loadtest/mnist-test-png.zip` through the service's own decode and preprocessing
-(`service.decode.preprocess`), and the first 512 rows of `training/data/text-topics.csv`
+(`service.core.image.preprocess`), and the first 512 rows of `training/data/text-topics.csv`
 through `modelrepo.text`. It prints, per model, the provider
 onnxruntime really used, the largest absolute difference between the two outputs, whether
 every argmax agrees, and inputs per second at batch 1 and 32 on each device; it exits 1 when a
@@ -25,8 +25,8 @@ from numpy.typing import NDArray
 from loadtest.images import load_images
 from modelrepo.manifest import ImagePreprocessing, TextPreprocessing
 from modelrepo.text import encode_batch
-from service.decode import preprocess
-from service.models import CUDA, LoadedModel, load_model, resolve_specs
+from service.core.image import preprocess
+from service.core.models import CUDA, LoadedModel, load_model, resolve_specs
 from service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]

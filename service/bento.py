@@ -16,12 +16,13 @@ import bentoml
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.app import create_app, send_error
-from service.errors import MethodNotAllowed, NotFound
+from service.core.errors import MethodNotAllowed, NotFound
+from service.core.runtime import Runtime
+from service.http.app import attach, create_app
+from service.http.errors import send_error
 from service.listener import balance_listener, worker_option
 from service.logs import configure_logging
 from service.protocol import install as install_protocol_guards
-from service.runtime import Runtime
 from service.settings import ServiceSettings
 from service.timeouts import install as install_request_timeout
 from service.traffic_labels import install as install_traffic_labels
@@ -143,7 +144,7 @@ class DigitServe:
         configure_logging()
         self.runtime = Runtime(SETTINGS)  # loads and warms every model, or fails start-up
         self.runtime.worker_index = bentoml.server_context.worker_index
-        app.state.runtime = self.runtime
+        attach(app, self.runtime)
         self._balance_connections()
 
     def _balance_connections(self) -> None:

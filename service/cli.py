@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from service.lifecycle import Roster
+from service.core.lifecycle import Roster
 from service.settings import ENV_PREFIX, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {name}: {err['msg']}", file=sys.stderr)
         return 2
     # Imported after the settings are known so `--help` answers without onnxruntime.
-    from service.models import StartupError, load_registry
+    from service.core.models import StartupError, load_registry
 
     try:
         # Load every model once here (sha256, onnxruntime, provider): a bad repository or a

@@ -30,8 +30,8 @@ import pytest
 from PIL import Image
 
 from modelrepo.manifest import ImagePreprocessing
-from service.admission import GATE_SHARE
-from service.decode import preprocess
+from service.core.admission import GATE_SHARE
+from service.core.image import preprocess
 from tests.helpers import ROOT, Server, running_server, shares_within
 from tests.loadgen import closed_loop, percentile
 

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.errors import Forbidden, Unauthorized
-from service.security import SecurityMiddleware
+from service.core.errors import Forbidden, Unauthorized
+from service.http.security import SecurityMiddleware
 from service.settings import ServiceSettings
 from tests.helpers import ROOT, Server, running_server
 
@@ -253,16 +253,16 @@ def scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
 
 
 def test_keys_are_compared_with_hmac_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
-    import service.security
+    import service.http.security
 
     calls: list[tuple[bytes, bytes]] = []
-    real = service.security.hmac.compare_digest
+    real = service.http.security.hmac.compare_digest
 
     def recording(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(service.security.hmac, "compare_digest", recording)
+    monkeypatch.setattr(service.http.security.hmac, "compare_digest", recording)
     settings = ServiceSettings(api_key=PREDICT_KEY, admin_api_key=ADMIN_KEY)
     check = SecurityMiddleware.check
 

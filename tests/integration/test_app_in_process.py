@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from service.admission import MIN_SAMPLES
-from service.app import create_app
-from service.runtime import Runtime
+from service.core.admission import MIN_SAMPLES
+from service.core.runtime import Runtime
+from service.http.app import create_app
 from service.settings import ServiceSettings
 from tests.helpers import EXPORTS, ROOT, digits_test_pngs
 

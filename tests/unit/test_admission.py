@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from service.admission import BUSY_TAU_S, GATE_SHARE, MIN_SAMPLES, Admission, Overloaded
+from service.core.admission import BUSY_TAU_S, GATE_SHARE, MIN_SAMPLES, Admission, Overloaded
 
 
 class Clock:

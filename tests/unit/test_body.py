@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from starlette.types import Message, Receive
 
-from service.body import read_body, replay
-from service.errors import ClientDisconnected, RequestTimeout
+from service.core.errors import ClientDisconnected, RequestTimeout
+from service.http.body import read_body, replay
 
 
 def messages(*parts: Message) -> Receive:

@@ -14,7 +14,18 @@ from PIL import Image, ImageFile, ImageSequence, PngImagePlugin
 
 from modelrepo.manifest import ImagePreprocessing, Manifest
 from modelrepo.preprocess import pixels_to_input
-from service.decode import (
+from service.core.errors import (
+    ApiError,
+    BadRequest,
+    InvalidImage,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from service.core.image import (
     MAX_JPEG_SCANS,
     SUPPORTED_FORMATS,
     THREAD_DECODE_BYTES,
@@ -26,17 +37,6 @@ from service.decode import (
     open_image,
     preprocess,
     sniff_format,
-)
-from service.errors import (
-    ApiError,
-    BadRequest,
-    InvalidImage,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    UnsupportedMediaType,
-    ValidationFailed,
 )
 from training.data import load_dataset
 

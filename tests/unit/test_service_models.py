@@ -18,8 +18,8 @@ import pytest
 
 from modelrepo.layout import sha256_file
 from modelrepo.preprocess import pixels_to_input
-from service.errors import NotFound
-from service.models import (
+from service.core.errors import NotFound
+from service.core.models import (
     CPU,
     CUDA,
     LoadedModel,
@@ -398,7 +398,7 @@ def test_inference_runs_in_a_thread_on_a_gpu_and_inline_on_the_cpu(
 ) -> None:
     from dataclasses import replace
 
-    from service.runtime import inference_in_thread
+    from service.core.runtime import inference_in_thread
 
     on_cpu = next(iter(registry))
     on_gpu = replace(on_cpu, provider=CUDA)  # what the loader records when CUDA took it

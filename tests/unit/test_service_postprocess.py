@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from service.postprocess import softmax, top_k
-from service.schemas import Prediction
+from service.core.postprocess import Prediction, softmax, top_k
 
 LABELS = [str(i) for i in range(10)]
 

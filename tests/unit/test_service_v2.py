@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from starlette.datastructures import Headers
 
-from service.app import create_app
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from service.v2 import (
+from service.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.http.app import create_app
+from service.http.routes.v2 import (
     MetadataTensor,
     RequestInput,
     RequestOutput,

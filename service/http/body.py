@@ -11,7 +11,7 @@ import asyncio
 
 from starlette.types import Message, Receive
 
-from service.errors import ClientDisconnected, RequestTimeout
+from service.core.errors import ClientDisconnected, RequestTimeout
 
 
 async def read_body(receive: Receive, *, idle_s: float, total_s: float) -> bytes:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from service.errors import ServiceUnavailable
+from service.core.errors import ServiceUnavailable
 
 log = logging.getLogger("digitserve")
 

@@ -11,6 +11,8 @@ class ApiError(Exception):
 
     status = 500
     error = "internal error"
+    # The `outcome` label of digitserve_requests_total for requests that end in this error.
+    outcome = "error"
 
     def __init__(
         self,
@@ -38,15 +40,18 @@ class ApiError(Exception):
 class BadRequest(ApiError):
     status = 400
     error = "bad request"
+    outcome = "validation_failed"
 
 
 class InvalidImage(BadRequest):
     error = "the image could not be decoded"
+    outcome = "invalid_image"
 
 
 class NotFound(ApiError):
     status = 404
     error = "not found"
+    outcome = "not_found"
 
 
 class MethodNotAllowed(ApiError):
@@ -57,11 +62,13 @@ class MethodNotAllowed(ApiError):
 class PayloadTooLarge(ApiError):
     status = 413
     error = "payload too large"
+    outcome = "payload_too_large"
 
 
 class UnsupportedMediaType(ApiError):
     status = 415
     error = "unsupported media type"
+    outcome = "unsupported_media_type"
 
 
 class NoInk(ApiError):
@@ -70,6 +77,7 @@ class NoInk(ApiError):
 
     status = 422
     error = "nothing to classify"
+    outcome = "no_ink"
 
 
 class ValidationFailed(ApiError):
@@ -77,6 +85,7 @@ class ValidationFailed(ApiError):
 
     status = 422
     error = "request validation failed"
+    outcome = "validation_failed"
 
     def __init__(self, message: str | None = None, detail: Any = None, **options: Any) -> None:
         if isinstance(detail, list):  # a field name is the client's text (an unknown JSON key)
@@ -99,6 +108,7 @@ def clip_field(problem: Any) -> Any:
 class ServiceUnavailable(ApiError):
     status = 503
     error = "service unavailable"
+    outcome = "overloaded"
 
     def __init__(self, message: str | None = None, detail: Any = None, retry_after_s: int = 1):
         super().__init__(message, detail)
@@ -132,6 +142,7 @@ class RequestTimeout(ApiError):
 
     status = 408
     error = "request timeout"
+    outcome = "request_timeout"
 
     def headers(self) -> dict[str, str]:
         return {"Connection": "close"}
@@ -143,3 +154,4 @@ class ClientDisconnected(ApiError):
 
     status = 499
     error = "client closed the connection"
+    outcome = "client_disconnected"

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
 from modelrepo.layout import RepositoryError, list_models, list_versions, open_version
-from modelrepo.manifest import Manifest, TextPreprocessing
-from service.errors import NotFound
+from modelrepo.manifest import Manifest
+from service.core.errors import NotFound
+from service.core.modalities import input_of
+from service.core.modality import Modality
 from service.settings import ServiceSettings
 
 log = logging.getLogger("digitserve")
@@ -33,12 +36,17 @@ class StartupError(RuntimeError):
 
 @dataclass
 class LoadedModel:
-    """One model version: its manifest and the onnxruntime session that runs it."""
+    """One model version: its manifest, its input's modality and the onnxruntime session that
+    runs it."""
 
     manifest: Manifest
     session: ort.InferenceSession
     provider: str
     path: Path
+    input: Modality[Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.input = input_of(self.manifest)
 
     @property
     def name(self) -> str:
@@ -59,15 +67,6 @@ class LoadedModel:
             [self.manifest.output_name], {self.manifest.input.name: x}
         )[0]
         return out
-
-
-def blank_input(model: LoadedModel, n: int) -> NDArray[np.generic]:
-    """A batch of `n` all-zero inputs (pad tokens for text) in the shape and dtype the service
-    sends the model: text is always padded to the manifest's max_length."""
-    p = model.manifest.preprocessing
-    if isinstance(p, TextPreprocessing):
-        return np.zeros((n, p.max_length), dtype=np.int64)
-    return np.zeros((n, *model.manifest.input.shape[1:]), dtype=np.float32)
 
 
 def choose_providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
@@ -193,15 +192,17 @@ class ModelRegistry:
         for versions in self._by_name.values():
             yield from (versions[v] for v in sorted(versions))
 
-    def default_text_model(self) -> str:
-        """The model /predict/text uses when a request names none: the default model if it
-        reads text, else the first text model loaded; 404 when none is."""
-        names = [self.default_model, *self._by_name]
-        for name in names:
+    def default_for(self, modality: type[Modality[Any]]) -> str:
+        """The model a request for this modality gets when it names none: the default model
+        if it takes such input, else the first such model loaded; 404 when none is."""
+        for name in [self.default_model, *self._by_name]:
             latest = self._by_name[name][max(self._by_name[name])]
-            if isinstance(latest.manifest.preprocessing, TextPreprocessing):
+            if isinstance(latest.input, modality):
                 return name
-        raise NotFound("no text model is loaded", detail={"available": sorted(self._by_name)})
+        raise NotFound(
+            f"no {modality.kind} model is loaded",
+            detail={"available": sorted(self._by_name)},
+        )
 
     def latest_version(self, name: str) -> int:
         return max(self._by_name[name])

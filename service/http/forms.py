@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from service.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 
 class PredictOptions(BaseModel):

@@ -1,4 +1,5 @@
-"""Decode and validate an uploaded image before it may join a batch.
+"""The image modality: decode and validate an uploaded image before it may join a batch, then
+preprocess it as the manifest says.
 
 Everything here runs per request, so a bad upload fails alone: it never reaches the batched
 onnxruntime call where one exception would fail every request in the batch.
@@ -6,6 +7,7 @@ onnxruntime call where one exception would fail every request in the batch.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import warnings
@@ -18,9 +20,11 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from modelrepo import canonical
-from modelrepo.manifest import ImagePreprocessing
+from modelrepo.manifest import ImagePreprocessing, Manifest
 from modelrepo.preprocess import image_to_pixels, pixels_to_input
-from service.errors import InvalidImage, NoInk, PayloadTooLarge, UnsupportedMediaType
+from service.core.errors import InvalidImage, NoInk, PayloadTooLarge, UnsupportedMediaType
+from service.core.memory import give_back
+from service.core.modality import InputLimits, Modality
 
 # Magic numbers of the formats we accept; checked before Pillow sees the bytes, so SVG, PDF,
 # TIFF and anything else are refused by what they are, not by what they claim to be.
@@ -180,3 +184,42 @@ def preprocess(
 ) -> NDArray[np.float32]:
     """decode -> validate -> preprocess, for one uploaded image."""
     return image_to_input(decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels), spec)
+
+
+def decode_large(image: Image.Image, spec: ImagePreprocessing) -> NDArray[np.float32]:
+    """In the decode thread: decode and preprocess, then give the freed memory back."""
+    try:
+        return image_to_input(load_image(image), spec)
+    finally:
+        image.close()
+        give_back()
+
+
+class ImageInput(Modality[bytes]):
+    """An uploaded image file (PNG, JPEG, GIF, BMP or WebP), preprocessed as the manifest says."""
+
+    kind = "image"
+    noun = "images"
+    a_model = "an image model"
+
+    def __init__(self, manifest: Manifest) -> None:
+        super().__init__(manifest)
+        self.spec = manifest.image_preprocessing
+
+    def blank(self, n: int) -> NDArray[np.float32]:
+        return np.zeros((n, *self.manifest.input.shape[1:]), dtype=np.float32)
+
+    @property
+    def canonicalisation(self) -> str:
+        return self.spec.canonical.kind if self.spec.canonical is not None else "none"
+
+    async def to_input(self, payload: bytes, limits: InputLimits) -> NDArray[np.float32]:
+        """decode -> validate -> preprocess. The header is read here; an image that is costly
+        to decode (many pixels or scans, or a large file) is decoded in the worker's one decode
+        thread, so the event loop keeps answering others meanwhile and at most one large image
+        per worker is in memory at a time."""
+        image = open_image(payload, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+        if limits.decoder is not None and is_costly(image, payload):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(limits.decoder, decode_large, image, self.spec)
+        return image_to_input(load_image(image), self.spec)

@@ -1,4 +1,4 @@
-"""Logits -> the response's ranked predictions."""
+"""Logits -> ranked predictions, the answer every way in gives."""
 
 from __future__ import annotations
 
@@ -6,8 +6,15 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.schemas import Prediction
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(description="class name from the model's manifest", examples=["7"])
+    index: int = Field(ge=0, description="class index in the model's output", examples=[7])
+    probability: float = Field(ge=0, le=1, description="softmax probability", examples=[0.993])
 
 
 def softmax(logits: NDArray[np.float32]) -> NDArray[np.float64]:

@@ -12,16 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from service.admission import Admission
-from service.batching import ModelBatcher
-from service.lifecycle import Roster
-from service.metrics import ServiceMetrics
-from service.models import (
+from service.core.admission import Admission
+from service.core.batching import ModelBatcher
+from service.core.lifecycle import Roster
+from service.core.metrics import ServiceMetrics
+from service.core.models import (
     CUDA,
     LoadedModel,
     ModelRegistry,
     StartupError,
-    blank_input,
     load_model,
     load_registry,
     resolve_specs,
@@ -69,7 +68,7 @@ class Runtime:
         )
         self.roster = Roster(settings.runtime_dir, settings.workers)
         self.batchers: dict[str, ModelBatcher] = {}
-        # One thread per worker decodes the costly images (service.app.to_input).
+        # One thread per worker decodes the costly images (service.core.image).
         self.decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self.worker_index: int | None = None  # BentoML's worker number, set by the service
         self.ready = False
@@ -83,8 +82,6 @@ class Runtime:
             self._warm_session(model)
 
     def _describe(self, model: LoadedModel) -> None:
-        spec = model.manifest.preprocessing
-        canonical = getattr(spec, "canonical", None)
         self.metrics.model_info.labels(
             model.name,
             str(model.version),
@@ -92,13 +89,13 @@ class Runtime:
             model.provider,
             model.manifest.sha256,
             model.manifest.training.dataset,
-            canonical.kind if canonical is not None else "none",
+            model.input.canonicalisation,
         ).set(1)
 
     def _warm_session(self, model: LoadedModel) -> None:
         """Run the session at a few batch sizes so the first requests do not pay for it."""
         for n in self.settings.warmup_batch_sizes:
-            logits = model.run(blank_input(model, n))
+            logits = model.run(model.input.blank(n))
             if logits.shape != (n, len(model.manifest.labels)):
                 raise RuntimeError(f"{model.key}: warm-up at batch {n} gave {logits.shape}")
 
@@ -114,7 +111,7 @@ class Runtime:
             max_wait_ms=self.settings.max_batch_wait_ms,
         )
         batcher.record_metrics = False
-        x = blank_input(model, 1)
+        x = model.input.blank(1)
         for _ in range(DISPATCHER_WARMUP_REQUESTS):
             await batcher.infer(x)
         await asyncio.gather(*(batcher.infer(x) for _ in range(8)))

@@ -4,7 +4,8 @@ batchers and metrics as the rest of the API.
 Stages of an inference request: check the headers -> parse the JSON body (pydantic) -> resolve
 the model -> decode the input tensor against the model's input -> batch + infer -> encode the
 requested outputs. JSON tensors only: the binary tensor extension is refused with a 400 that says
-so. Errors on these paths have the protocol's shape, `{"error": "..."}` (app.error_response).
+so. Errors on these paths have the protocol's shape, `{"error": "..."}` (`error_body`, which the
+layers in front of the routes use too: service/http/surfaces.py).
 """
 
 from __future__ import annotations
@@ -24,18 +25,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.routing import Match
 
-from service.app import PROTOCOL_PREFIX, counted, runtime_of
-from service.app import infer as batched_infer
-from service.errors import (
+from service.core.dataplane import DataPlane
+from service.core.errors import (
+    ApiError,
     BadRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from service.models import LoadedModel
-from service.runtime import Runtime
+from service.core.models import LoadedModel
+from service.http.context import call_of, dataplane_of
 
+PREFIX = "/v2"
 PLATFORM = "onnxruntime_onnx"
 INFER_ENDPOINT = "/v2/infer"  # the endpoint label of digitserve_requests_total
 BINARY_HEADER = "inference-header-content-length"
@@ -61,6 +63,20 @@ DATATYPES: dict[str, str] = {
 INPUT_DTYPES: dict[str, type[np.generic]] = {"FP32": np.float32, "INT64": np.int64}
 JSON_KINDS = {"FP32": "iuf", "INT64": "iu"}
 INT64_MAX = np.iinfo(np.int64).max
+
+
+def owns(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def endpoint(path: str) -> str | None:
+    """Inference paths (`/v2/models/{name}[/versions/{v}]/infer`) are counted as one endpoint."""
+    return INFER_ENDPOINT if path.startswith("/v2/models/") and path.endswith("/infer") else None
+
+
+def error_body(exc: ApiError) -> dict[str, Any]:
+    """The protocol's clients read errors as {"error": "..."}."""
+    return {"error": exc.message}
 
 
 class _Body(BaseModel):
@@ -208,24 +224,11 @@ def tensor_metadata(name: str, onnx_type: str, shape: Sequence[int | str | None]
 
 
 def model_input(model: LoadedModel) -> MetadataTensor:
-    """The input the manifest names, typed by the graph, shaped by the manifest (the two are
-    checked against each other at load), with a text model's token axis fixed at the
-    preprocessing's `max_length`: the batcher stacks requests into one array, and every other
-    endpoint sends exactly that many ids."""
-    spec = model.manifest.input
-    node = next(i for i in model.session.get_inputs() if i.name == spec.name)
-    shape = list(spec.shape)
-    max_length = getattr(model.manifest.preprocessing, "max_length", None)
-    if isinstance(max_length, int) and len(shape) == 2 and shape[1] == -1:
-        shape[1] = max_length
-    return tensor_metadata(spec.name, node.type, shape)
-
-
-def id_limit(model: LoadedModel) -> int | None:
-    """Token ids must be below this (a text model's vocabulary size): an out-of-range id would
-    fail the onnxruntime call of the whole batch, not only this request."""
-    vocabulary = getattr(model.manifest.preprocessing, "vocabulary", None)
-    return len(vocabulary) if isinstance(vocabulary, list) else None
+    """The input the manifest names, typed by the graph, shaped as its modality says requests
+    send it (the graph and the manifest are checked against each other at load)."""
+    name = model.manifest.input.name
+    node = next(i for i in model.session.get_inputs() if i.name == name)
+    return tensor_metadata(name, node.type, model.input.tensor_shape())
 
 
 def model_output(model: LoadedModel) -> MetadataTensor:
@@ -344,7 +347,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 # NOTE: strict_content_type=False parses bodies sent without a Content-Type as JSON:
 # tritonclient sends none, and the protocol does not ask for one.
 router = APIRouter(
-    prefix=PROTOCOL_PREFIX,
+    prefix=PREFIX,
     tags=["open inference protocol (v2)"],
     route_class=ProtocolRoute,
     responses=ERRORS,
@@ -368,16 +371,16 @@ async def server_live() -> LiveResponse:
     summary="Readiness: 200 once every model is loaded and warmed, 503 before",
 )
 async def server_ready(request: Request) -> ServerReadyResponse:
-    runtime_of(request)
+    dataplane_of(request)
     return ServerReadyResponse(ready=True)
 
 
-def resolve(runtime: Runtime, name: str, version: str | None) -> LoadedModel:
-    return runtime.models.resolve(name, None if version is None else parse_version(version))
+def resolve(plane: DataPlane, name: str, version: str | None) -> LoadedModel:
+    return plane.resolve(name, None if version is None else parse_version(version))
 
 
-def model_metadata(runtime: Runtime, model: LoadedModel) -> ModelMetadataResponse:
-    versions = sorted(m.version for m in runtime.models if m.name == model.name)
+def model_metadata(plane: DataPlane, model: LoadedModel) -> ModelMetadataResponse:
+    versions = sorted(m.version for m in plane.runtime.models if m.name == model.name)
     return ModelMetadataResponse(
         name=model.name,
         versions=[str(v) for v in versions],
@@ -393,8 +396,8 @@ def model_metadata(runtime: Runtime, model: LoadedModel) -> ModelMetadataRespons
     summary="Model metadata (highest loaded version)",
 )
 async def model_metadata_latest(request: Request, model_name: str) -> ModelMetadataResponse:
-    runtime = runtime_of(request)
-    return model_metadata(runtime, resolve(runtime, model_name, None))
+    plane = dataplane_of(request)
+    return model_metadata(plane, resolve(plane, model_name, None))
 
 
 @router.get(
@@ -405,8 +408,8 @@ async def model_metadata_latest(request: Request, model_name: str) -> ModelMetad
 async def model_metadata_version(
     request: Request, model_name: str, model_version: str
 ) -> ModelMetadataResponse:
-    runtime = runtime_of(request)
-    return model_metadata(runtime, resolve(runtime, model_name, model_version))
+    plane = dataplane_of(request)
+    return model_metadata(plane, resolve(plane, model_name, model_version))
 
 
 @router.get(
@@ -415,7 +418,7 @@ async def model_metadata_version(
     summary="Model readiness (highest loaded version)",
 )
 async def model_ready_latest(request: Request, model_name: str) -> ModelReadyResponse:
-    model = resolve(runtime_of(request), model_name, None)
+    model = resolve(dataplane_of(request), model_name, None)
     return ModelReadyResponse(name=model.name, ready=True)
 
 
@@ -427,7 +430,7 @@ async def model_ready_latest(request: Request, model_name: str) -> ModelReadyRes
 async def model_ready_version(
     request: Request, model_name: str, model_version: str
 ) -> ModelReadyResponse:
-    model = resolve(runtime_of(request), model_name, model_version)
+    model = resolve(dataplane_of(request), model_name, model_version)
     return ModelReadyResponse(name=model.name, ready=True)
 
 
@@ -435,15 +438,16 @@ async def run_inference(
     request: Request, model_name: str, version: str | None, body: InferenceRequest
 ) -> Response:
     """decode -> batch + infer (the path every endpoint shares) -> encode, counted."""
-    runtime = runtime_of(request)
+    plane = dataplane_of(request)
+    call = call_of(request, INFER_ENDPOINT)
     number = None if version is None else parse_version(version)
 
     async def work(model: LoadedModel) -> InferenceResponse:
         in_spec, out_spec = model_input(model), model_output(model)
         names = requested_outputs(body.outputs, out_spec)
-        limit = runtime.settings.max_batch_images
-        x = decode_input(body.inputs, in_spec, model.key, limit, id_limit(model))
-        logits = await batched_infer(request, runtime, model, x)
+        limit = plane.runtime.settings.max_batch_images
+        x = decode_input(body.inputs, in_spec, model.key, limit, model.input.value_limit)
+        logits = await plane.infer(call, model, x)
         return InferenceResponse(
             model_name=model.name,
             model_version=str(model.version),
@@ -451,7 +455,7 @@ async def run_inference(
             outputs=encode_outputs(names, logits, out_spec),
         )
 
-    result = await counted(request, runtime, INFER_ENDPOINT, model_name, number, work)
+    result = await plane.serve(call, model_name, number, work)
     return protocol_json(result)
 
 

@@ -18,9 +18,9 @@ import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher, Optimizer
 from numpy.typing import NDArray
 
-from service.admission import deadline_error
-from service.metrics import ServiceMetrics
-from service.models import LoadedModel
+from service.core.admission import deadline_error
+from service.core.metrics import ServiceMetrics
+from service.core.models import LoadedModel
 
 
 class Item(NamedTuple):
@@ -80,7 +80,7 @@ class ModelBatcher:
         # Lists are batched item by item (BentoML splits a list that does not fit the batch).
         # The dispatcher sheds what it expects to wait past `max_latency_in_ms`, whoever sent
         # it: warm-up and reload warm-up included. Clients' deadlines are the admission gate's
-        # (service.admission), so the dispatcher sheds only past the hard request timeout.
+        # (service.core.admission), so the dispatcher sheds only past the hard request timeout.
         self._dispatcher: CorkDispatcher[list[Item], list[NDArray[np.float32]]] = CorkDispatcher(
             max_latency_in_ms=int(hard_limit_s * 1000),
             max_batch_size=max_batch_size,

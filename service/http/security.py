@@ -1,30 +1,24 @@
 """API keys and header limits, checked before any route runs.
 
-Predict endpoints need DIGITSERVE_API_KEY when it is set; /admin endpoints always need
-DIGITSERVE_ADMIN_API_KEY and are refused (403) when it is not set. A key is sent as
-`Authorization: Bearer <key>` or `X-API-Key: <key>` and compared in constant time.
+Inference endpoints (service.http.surfaces) need DIGITSERVE_API_KEY when it is set; /admin
+endpoints always need DIGITSERVE_ADMIN_API_KEY and are refused (403) when it is not set. A key
+is sent as `Authorization: Bearer <key>` or `X-API-Key: <key>` and compared in constant time.
 Health, metrics, /models and the OpenAPI page stay open: probes and scrapers carry no keys.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import ApiError, Forbidden, HeadersTooLarge, Unauthorized
+from service.core.errors import ApiError, Forbidden, HeadersTooLarge, Unauthorized
+from service.http.errors import send_error
+from service.http.surfaces import needs_predict_key
 from service.settings import ServiceSettings
 
-PREDICT_PREFIXES = ("/predict",)
 ADMIN_PREFIX = "/admin"
-
-
-def needs_predict_key(path: str) -> bool:
-    """Predict endpoints: /predict... and the Open Inference Protocol's .../infer."""
-    return path.startswith(PREDICT_PREFIXES) or (
-        path.startswith("/v2/models/") and path.endswith("/infer")
-    )
 
 
 def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
@@ -49,15 +43,9 @@ def check_key(presented: bytes | None, expected: str, what: str) -> None:
 class SecurityMiddleware:
     """431 for oversized headers; 401/403 for missing or wrong keys, in the API's error shape."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        settings: Callable[[], ServiceSettings | None],
-        send_error: Callable[[Send, ApiError, str], Awaitable[None]],
-    ) -> None:
+    def __init__(self, app: ASGIApp, settings: Callable[[], ServiceSettings | None]) -> None:
         self.app = app
         self.settings = settings
-        self.send_error = send_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.settings()
@@ -67,7 +55,7 @@ class SecurityMiddleware:
         try:
             self.check(scope, settings)
         except ApiError as exc:
-            await self.send_error(send, exc, scope["path"])
+            await send_error(send, exc, scope["path"])
             return
         await self.app(scope, receive, send)
 

@@ -6,15 +6,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.core.postprocess import Prediction
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Prediction(_Body):
-    label: str = Field(description="class name from the model's manifest", examples=["7"])
-    index: int = Field(ge=0, description="class index in the model's output", examples=[7])
-    probability: float = Field(ge=0, le=1, description="softmax probability", examples=[0.993])
 
 
 class PredictResponse(_Body):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.http.context import dataplane_of
+
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
@@ -34,9 +36,7 @@ class ReloadResponse(BaseModel):
     "the others follow within a second. Needs the admin API key.",
 )
 async def reload(request: Request) -> ReloadResponse:
-    from service.app import runtime_of  # the app imports this module
-
-    runtime = runtime_of(request)
+    runtime = dataplane_of(request).runtime
     generation = runtime.roster.request_reload()
     runtime.note_reload_generation(generation)  # this worker reloads here, not again
     result = await runtime.reload()

@@ -1,0 +1,1 @@
+"""One router module per way in or concern; the adapters never import each other."""
