@@ -12,13 +12,9 @@ import torch
 from modelrepo.layout import list_versions, open_version
 from modelrepo.manifest import Manifest
 from training.checkpoint import load_checkpoint, rebuild_model
-from training.export import (
-    PARITY_TOLERANCE,
-    ExportError,
-    check_graph,
-    export_checkpoint,
-    parity,
-)
+from training.export import PARITY_TOLERANCE, ExportError, export_checkpoint
+from training.onnx_checks import parity
+from training.tasks.image import check_graph
 
 
 def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from training.checkpoint import checkpoint_text_preprocessing, load_checkpoint, 
 from training.config import ConfigError, TrainConfig
 from training.data import DatasetError, load_text_dataset
 from training.export import PARITY_TOLERANCE, ExportError, export_checkpoint
-from training.export_text import check_graph
+from training.tasks.text import check_graph
 from training.train import run_training
 
 

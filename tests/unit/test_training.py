@@ -14,7 +14,8 @@ from training.augment import random_affine, random_crop, random_flip, random_str
 from training.checkpoint import checkpoint_preprocessing, load_checkpoint, rebuild_model
 from training.config import ConfigError, TrainConfig, read_config_file, resolve_config
 from training.data import load_dataset
-from training.train import run_training, to_tensor
+from training.tasks.image import to_tensor
+from training.train import run_training
 
 REPORTS = ("curves.png", "confusion_matrix.png", "misclassified.png", "filters.png")
 
