@@ -28,8 +28,12 @@ def pid_alive(pid: int) -> bool:
         return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        # Reaped between the signal and the read (seen once in CI: /readyz said ready for a
+        # moment with a worker dead), unless there is no /proc at all (not Linux).
+        return not Path("/proc/self/stat").exists()
     except OSError:
-        return True  # no /proc (not Linux): signal 0 is all we can know
+        return True
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
