@@ -51,6 +51,12 @@ class DataPlane:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        settings = runtime.settings  # fixed for the runtime's life: built once, not per request
+        self.limits = InputLimits(
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+            decoder=runtime.decoder,
+        )
 
     @property
     def ready(self) -> bool:
@@ -118,13 +124,7 @@ class DataPlane:
     async def to_input(self, model: LoadedModel, payload: object) -> NDArray[np.generic]:
         """What a client sent -> the model's input, by its modality, timed per model."""
         started = time.perf_counter()
-        settings = self.runtime.settings
-        limits = InputLimits(
-            max_bytes=settings.max_upload_bytes,
-            max_pixels=settings.max_image_pixels,
-            decoder=self.runtime.decoder,
-        )
-        x = await model.input.to_input(payload, limits)
+        x = await model.input.to_input(payload, self.limits)
         self.runtime.metrics.preprocess_seconds.labels(model.name, str(model.version)).observe(
             time.perf_counter() - started
         )
