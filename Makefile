@@ -44,7 +44,7 @@ format: ## Apply ruff's fixes and formatting
 serve: install ## Serve the bundled models from exports/ on http://127.0.0.1:3000 (PORT=N to change)
 	$(BIN)/python -m service --model-repo exports --port $(PORT)
 
-models: install ## Retrain the bundled models (MNIST and 8x8 digits CNN and LSTM, text BiLSTM) and export them as new versions in exports/
+models: install ## Retrain the bundled models (MNIST and 8x8 digits CNN and LSTM, text BiLSTM) and export them as new versions in exports/ (the CNNs with /explain's activation and filter outputs)
 	$(BIN)/python -m training train --arch mnist-cnn --dataset mnist-5k --epochs 30 --threads 1 --out runs/mnist-cnn
 	$(BIN)/python -m training export runs/mnist-cnn/checkpoint.pt --name mnist-cnn
 	$(BIN)/python -m training train --arch row-lstm --dataset mnist-5k --epochs 60 --threads 1 --out runs/mnist-lstm

@@ -249,6 +249,51 @@ class ExportProvenance(_Strict):
     date: datetime
 
 
+class ExplainOutput(_Strict):
+    """An extra output of the ONNX graph that /explain reads; /predict never asks for it."""
+
+    name: str = Field(
+        min_length=1, description="the graph output's name", examples=["activation_1"]
+    )
+    layer: str = Field(
+        min_length=1,
+        description="the training model's module it comes from (its path in named_modules)",
+        examples=["features.1"],
+    )
+    shape: list[int] = Field(
+        description="activations: (C, H, W) per input (the output is (N, C, H, W)); filters: "
+        "(out, in, kh, kw), the output itself",
+        examples=[[32, 28, 28]],
+    )
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_dims(cls, shape: list[int]) -> list[int]:
+        if len(shape) not in (3, 4) or any(d < 1 for d in shape):
+            raise ValueError(f"shape must be 3 or 4 positive dimensions, got {shape}")
+        return shape
+
+
+class ExplainOutputs(_Strict):
+    """What a CNN's graph gives besides the logits, for /explain: each convolution block's
+    activation maps (after the activation, in model order) and the first convolution's
+    weights. A manifest without it still serves /explain, with occlusion only."""
+
+    activations: list[ExplainOutput] = Field(default_factory=list)
+    filters: ExplainOutput | None = None
+
+    @model_validator(mode="after")
+    def _shapes_and_names(self) -> ExplainOutputs:
+        if any(len(a.shape) != 3 for a in self.activations):
+            raise ValueError("activation shapes are (C, H, W)")
+        if self.filters is not None and len(self.filters.shape) != 4:
+            raise ValueError("the filters' shape is (out, in, kh, kw)")
+        names = [a.name for a in self.activations] + ([self.filters.name] if self.filters else [])
+        if len(set(names)) != len(names):
+            raise ValueError(f"explain output names must be unique, got {names}")
+        return self
+
+
 class Manifest(_Strict):
     """Everything the service needs to load, feed and describe one model version."""
 
@@ -261,6 +306,9 @@ class Manifest(_Strict):
     preprocessing: Preprocessing
     labels: list[str] = Field(min_length=2, examples=[["0", "1", "2"]])
     output_name: str = Field(default="logits", min_length=1)
+    explain: ExplainOutputs | None = Field(
+        default=None, description="the graph's extra outputs for /explain; none when absent"
+    )
     training: TrainingProvenance
     export: ExportProvenance
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of model.onnx")
@@ -271,6 +319,24 @@ class Manifest(_Strict):
         if len(set(labels)) != len(labels):
             raise ValueError("labels must be unique")
         return labels
+
+    @model_validator(mode="after")
+    def _explain_fits(self) -> Manifest:
+        if self.explain is None:
+            return self
+        if not isinstance(self.preprocessing, ImagePreprocessing):
+            raise ValueError("explain outputs are for image models")
+        names = [a.name for a in self.explain.activations]
+        if self.explain.filters is not None:
+            names.append(self.explain.filters.name)
+            if self.explain.filters.shape[1] != self.preprocessing.channels:
+                raise ValueError(
+                    f"the first convolution reads {self.explain.filters.shape[1]} channel(s), "
+                    f"the input has {self.preprocessing.channels}"
+                )
+        if self.output_name in names or self.input.name in names:
+            raise ValueError("explain outputs must not reuse the input's or the logits' name")
+        return self
 
     @model_validator(mode="after")
     def _input_matches_preprocessing(self) -> Manifest:

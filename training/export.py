@@ -2,8 +2,9 @@
 
 The exported file must give the same logits as the checkpoint on real held-out inputs (max abs
 diff <= PARITY_TOLERANCE, identical argmax) and must accept any batch size (and, for text, any
-number of tokens); otherwise nothing is written to the repository. What differs between image
-and text models is the task's (training.tasks).
+number of tokens); otherwise nothing is written to the repository. An image model with
+convolutions also gets the outputs /explain reads after the logits (training.explain_outputs),
+proven the same way. What differs between image and text models is the task's (training.tasks).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ __all__ = ["PARITY_TOLERANCE", "ExportError", "export_checkpoint"]
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The dynamo exporter prints pages of warnings and progress; keep only errors."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export")]
+    names = ("torch.onnx", "torch._dynamo", "torch.export", "onnx_ir")  # onnx_ir: its optimiser
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -47,9 +49,14 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def export_onnx(
-    model: torch.nn.Module, example: torch.Tensor, path: Path, task: Task[Any, Any]
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    task: Task[Any, Any],
+    output_names: list[str] | None = None,
 ) -> int:
-    """Export with the task's dynamic axes into one file; returns the opset used."""
+    """Export with the task's dynamic axes into one file, its outputs named `output_names`
+    (default: the logits alone); returns the opset used."""
     axes = {i: torch.export.Dim(name) for i, name in enumerate(task.dynamic_axes)}
     task.before_export()
     with _quiet_exporter():
@@ -61,7 +68,7 @@ def export_onnx(
             optimize=task.optimize,
             external_data=False,  # one self-contained file, no .data sidecar
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=output_names or [OUTPUT_NAME],
             dynamic_shapes=(axes,),
         )
     loaded = onnx.load(str(path))
@@ -104,6 +111,7 @@ def build_manifest(
         preprocessing=plan.preprocessing,
         labels=list(ckpt["labels"]),
         output_name=OUTPUT_NAME,
+        explain=plan.explain,
         training=training_provenance(ckpt, plan.dataset),
         export=ExportProvenance(
             exporter=task.exporter,
@@ -124,11 +132,14 @@ def export_checkpoint(checkpoint: Path, name: str, repo: Path) -> Path:
     ckpt = load_checkpoint(checkpoint)
     model = rebuild_model(ckpt)
     task = task_for_checkpoint(ckpt)
-    plan = task.export_plan(ckpt)
+    plan = task.export_plan(ckpt, model)
     version = next_version(repo, name)
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        opset = export_onnx(model, torch.from_numpy(plan.inputs), onnx_path, task)
+        module = task.export_module(model, plan)
+        example = torch.from_numpy(plan.inputs)
+        opset = export_onnx(module, example, onnx_path, task, plan.traced_output_names)
+        task.finish_graph(onnx_path, model, plan)
         task.verify_graph(onnx_path, plan, len(ckpt["labels"]))
         diff = task.prove_parity(model, onnx_path, plan)
         manifest = build_manifest(

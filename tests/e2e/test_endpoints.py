@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import ROOT, Server, required_tool
+from modelrepo.layout import list_models, list_versions
+from tests.helpers import EXPORTS, ROOT, Server, required_tool
 
 SEVEN = (ROOT / "examples" / "digits" / "7.png").read_bytes()
 
@@ -16,10 +17,10 @@ SEVEN = (ROOT / "examples" / "digits" / "7.png").read_bytes()
 def test_probes(server: Server) -> None:
     assert httpx.get(f"{server.url}/livez").json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/readyz").json()
-    assert ready == {
-        "ready": True,
-        "models": ["digits-cnn:1", "digits-lstm:1", "mnist-cnn:1", "mnist-lstm:1", "text-topics:1"],
-    }
+    # Every version in the repository is served (DIGITSERVE_VERSIONS=all).
+    served = [f"{m}:{v}" for m in list_models(EXPORTS) for v in list_versions(EXPORTS, m)]
+    assert ready == {"ready": True, "models": sorted(served)}
+    assert {"mnist-cnn:1", "mnist-cnn:2", "text-topics:1"} <= set(served)
 
 
 def test_models(server: Server) -> None:
@@ -53,7 +54,7 @@ def test_predict(server: Server, model: str) -> None:
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model"] == model and body["version"] == 1
+    assert body["model"] == model and body["version"] == list_versions(EXPORTS, model)[-1]
     assert body["predictions"][0]["label"] == "7"
     assert len(body["predictions"]) == 3
     probabilities = [p["probability"] for p in body["predictions"]]
@@ -63,7 +64,8 @@ def test_predict(server: Server, model: str) -> None:
 
 def test_predict_defaults_to_default_model_latest_version_top3(server: Server) -> None:
     body = httpx.post(f"{server.url}/predict", files={"image": SEVEN}).json()
-    assert (body["model"], body["version"], len(body["predictions"])) == ("mnist-cnn", 1, 3)
+    latest = list_versions(EXPORTS, "mnist-cnn")[-1]
+    assert (body["model"], body["version"], len(body["predictions"])) == ("mnist-cnn", latest, 3)
     assert body["predictions"][0]["label"] == "7"  # an 8x8 digit, canonicalised
 
 

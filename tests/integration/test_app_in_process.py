@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from modelrepo.layout import list_versions
 from service.core.admission import MIN_SAMPLES
 from service.core.runtime import Runtime
 from service.http.app import create_app
@@ -43,6 +44,11 @@ def run_with_app(
 
 # The 8x8 digits test split is what scikit-learn's digits model answers exactly.
 DIGITS_CNN = {"model": "digits-cnn"}
+# Requests without a version go to the latest one: the metrics are labelled with it.
+DIGITS_CNN_METRICS = {
+    "model": "digits-cnn",
+    "version": str(list_versions(EXPORTS, "digits-cnn")[-1]),
+}
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -68,7 +74,7 @@ def test_concurrent_requests_are_batched_into_fewer_onnxruntime_calls(
         }
         predicted = [int(r.json()["predictions"][0]["label"]) for r in responses]
         assert sum(p == y for p, y in zip(predicted, labels, strict=True)) / len(labels) > 0.97
-        m = {"model": "digits-cnn", "version": "1"}
+        m = DIGITS_CNN_METRICS
         calls = sample(reg, "digitserve_batch_images_count", **m)
         images = sample(reg, "digitserve_batch_images_sum", **m)
         single = sample(reg, "digitserve_batch_images_bucket", le="1.0", **m)
@@ -182,7 +188,7 @@ def test_batch_endpoint_larger_than_max_batch_size_is_split_and_reassembled() ->
             *(client.post("/predict", files={"image": p}, data=DIGITS_CNN) for p in pngs[:40])
         )
         assert got == [int(d.json()["predictions"][0]["label"]) for d in direct]
-        m = {"model": "digits-cnn", "version": "1"}
+        m = DIGITS_CNN_METRICS
         assert sample(reg, "digitserve_batch_images_sum", **m) == 80
         calls = sample(reg, "digitserve_batch_images_count", **m)
         assert sample(reg, "digitserve_batch_images_bucket", le="8.0", **m) == calls  # all <= 8

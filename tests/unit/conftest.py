@@ -34,6 +34,25 @@ def lstm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_run(tmp_path_factory.mktemp("lstm"), "row-lstm")
 
 
+@pytest.fixture(scope="session")
+def cnn_export(cnn_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny CNN exported once as model "m" of a fresh repository: its version folder
+    (<repo>/m/1). Read it; tests that change a graph work on a copy."""
+    from training.export import export_checkpoint
+
+    return export_checkpoint(cnn_run / "checkpoint.pt", "m", tmp_path_factory.mktemp("cnn-exports"))
+
+
+@pytest.fixture(scope="session")
+def lstm_export(lstm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny row-LSTM exported once as model "m" of a fresh repository (<repo>/m/1)."""
+    from training.export import export_checkpoint
+
+    return export_checkpoint(
+        lstm_run / "checkpoint.pt", "m", tmp_path_factory.mktemp("lstm-exports")
+    )
+
+
 def write_topics_csv(path: Path, per_topic: int = 40, seed: int = 1) -> Path:
     """A small `text,label` CSV from the synthetic topics generator (a different seed from the
     bundled file, so tests do not lean on it)."""

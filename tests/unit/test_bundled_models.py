@@ -23,13 +23,20 @@ BUNDLED = ["digits-cnn", "digits-lstm"]
 BUNDLED_TEXT = ["text-topics"]
 
 
+def every_version(names: list[str]) -> list[tuple[str, int]]:
+    """Each (name, version) committed in exports/: every version is served, not only the last."""
+    return [(name, v) for name in names for v in list_versions(EXPORTS, name)]
+
+
 def test_bundled_models_are_present() -> None:
     assert set(BUNDLED + BUNDLED_TEXT) <= set(list_models(EXPORTS))
 
 
-@pytest.mark.parametrize("name", BUNDLED)
-def test_bundled_model_predicts_its_recorded_accuracy_from_png_bytes(name: str) -> None:
-    version = open_version(EXPORTS, name, list_versions(EXPORTS, name)[-1])  # checks sha256
+@pytest.mark.parametrize(("name", "number"), every_version(BUNDLED))
+def test_bundled_model_predicts_its_recorded_accuracy_from_png_bytes(
+    name: str, number: int
+) -> None:
+    version = open_version(EXPORTS, name, number)  # checks sha256
     manifest = version.manifest
     assert manifest.training.dataset == "digits"
     assert manifest.export.parity_max_abs_diff <= 1e-4 and manifest.export.parity_argmax_equal
@@ -50,14 +57,35 @@ def test_bundled_model_predicts_its_recorded_accuracy_from_png_bytes(name: str) 
     assert accuracy == pytest.approx(manifest.training.test_accuracy, abs=1e-6)
 
 
-def test_bundled_cnn_reaches_097() -> None:
-    manifest = open_version(EXPORTS, "digits-cnn", list_versions(EXPORTS, "digits-cnn")[-1])
-    assert manifest.manifest.training.test_accuracy >= 0.97
+@pytest.mark.parametrize(("name", "number"), every_version(["digits-cnn"]))
+def test_bundled_cnn_reaches_097(name: str, number: int) -> None:
+    assert open_version(EXPORTS, name, number).manifest.training.test_accuracy >= 0.97
 
 
-@pytest.mark.parametrize("name", BUNDLED_TEXT)
-def test_bundled_text_model_reads_int64_token_ids_of_any_length(name: str) -> None:
-    version = open_version(EXPORTS, name, list_versions(EXPORTS, name)[-1])  # checks sha256
+@pytest.mark.parametrize(("name", "number"), every_version(list_models(EXPORTS)))
+def test_bundled_explain_outputs_are_the_graphs(name: str, number: int) -> None:
+    """Where a manifest lists explain outputs the graph gives them, after the logits, with
+    their shapes; without them the graph has the logits alone."""
+    version = open_version(EXPORTS, name, number)
+    manifest = version.manifest
+    session = ort.InferenceSession(str(version.model_path), providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    explain = manifest.explain
+    if explain is None:
+        assert outputs == [manifest.output_name]
+        return
+    assert explain.filters is not None
+    expected = [manifest.output_name, *(a.name for a in explain.activations), explain.filters.name]
+    assert outputs == expected
+    x = np.zeros((2, *manifest.input.shape[1:]), np.float32)
+    *activations, filters = session.run(expected[1:], {manifest.input.name: x})
+    assert [a.shape for a in activations] == [(2, *a.shape) for a in explain.activations]
+    assert list(filters.shape) == explain.filters.shape
+
+
+@pytest.mark.parametrize(("name", "number"), every_version(BUNDLED_TEXT))
+def test_bundled_text_model_reads_int64_token_ids_of_any_length(name: str, number: int) -> None:
+    version = open_version(EXPORTS, name, number)  # checks sha256
     manifest = version.manifest
     assert manifest.task == "text-classification" and manifest.arch == "bilstm-text"
     assert (manifest.input.dtype, manifest.input.layout, manifest.input.shape) == (
@@ -77,9 +105,11 @@ def test_bundled_text_model_reads_int64_token_ids_of_any_length(name: str) -> No
         assert logits.shape == (shape[0], len(manifest.labels))
 
 
-@pytest.mark.parametrize("name", BUNDLED_TEXT)
-def test_bundled_text_model_predicts_its_recorded_accuracy_from_raw_text(name: str) -> None:
-    manifest = open_version(EXPORTS, name, list_versions(EXPORTS, name)[-1]).manifest
+@pytest.mark.parametrize(("name", "number"), every_version(BUNDLED_TEXT))
+def test_bundled_text_model_predicts_its_recorded_accuracy_from_raw_text(
+    name: str, number: int
+) -> None:
+    manifest = open_version(EXPORTS, name, number).manifest
     assert manifest.training.dataset.startswith("text-topics: synthetic")
     data = load_text_dataset("text-topics")
     assert manifest.training.test_samples == len(data.test_texts)

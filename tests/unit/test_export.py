@@ -22,13 +22,15 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
     return session.run(None, {"input": x})[0]
 
 
-@pytest.mark.parametrize("fixture", ["cnn_run", "lstm_run"])
+@pytest.mark.parametrize(
+    ("fixture", "run_fixture"), [("cnn_export", "cnn_run"), ("lstm_export", "lstm_run")]
+)
 def test_export_parity_and_dynamic_batch(
-    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+    fixture: str, run_fixture: str, request: pytest.FixtureRequest
 ) -> None:
-    run: Path = request.getfixturevalue(fixture)
-    repo = tmp_path / "exports"
-    target = export_checkpoint(run / "checkpoint.pt", "m", repo)
+    target: Path = request.getfixturevalue(fixture)  # export_checkpoint(...) into a fresh repo
+    run: Path = request.getfixturevalue(run_fixture)
+    repo = target.parents[1]
     assert target == repo / "m" / "1"
     assert sorted(p.name for p in target.iterdir()) == ["model.json", "model.onnx"]
     version = open_version(repo, "m", 1)  # validates the manifest and the sha256
@@ -77,8 +79,8 @@ def test_versions_count_up_and_never_overwrite(cnn_run: Path, tmp_path: Path) ->
     assert json.loads(before)["version"] == 1
 
 
-def test_check_graph_rejects_a_fixed_batch_axis(cnn_run: Path, tmp_path: Path) -> None:
-    target = export_checkpoint(cnn_run / "checkpoint.pt", "m", tmp_path / "exports")
+def test_check_graph_rejects_a_fixed_batch_axis(cnn_export: Path, tmp_path: Path) -> None:
+    target = cnn_export
     graph_model = onnx.load(str(target / "model.onnx"))
     graph_model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 32
     fixed = tmp_path / "fixed.onnx"
@@ -87,8 +89,8 @@ def test_check_graph_rejects_a_fixed_batch_axis(cnn_run: Path, tmp_path: Path) -
         check_graph(fixed, (1, 8, 8), 10)
 
 
-def test_parity_detects_a_different_model(cnn_run: Path, tmp_path: Path) -> None:
-    target = export_checkpoint(cnn_run / "checkpoint.pt", "m", tmp_path / "exports")
+def test_parity_detects_a_different_model(cnn_run: Path, cnn_export: Path) -> None:
+    target = cnn_export
     model = rebuild_model(load_checkpoint(cnn_run / "checkpoint.pt"))
     head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     with torch.no_grad():

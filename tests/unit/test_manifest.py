@@ -225,3 +225,62 @@ def test_image_preprocessing_needs_an_nchw_float32_image_model() -> None:
     data["task"] = "text-classification"
     with pytest.raises(ManifestError, match="needs task 'image-classification'"):
         parse(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Explain outputs (a CNN's extra graph outputs for /explain)
+
+
+def good_explain() -> dict[str, Any]:
+    """What the exporter writes for the mnist-cnn on 8x8 digits."""
+    return {
+        "activations": [
+            {"name": "activation_1", "layer": "features.1", "shape": [32, 8, 8]},
+            {"name": "activation_2", "layer": "features.4", "shape": [64, 4, 4]},
+        ],
+        "filters": {"name": "filters", "layer": "features.0", "shape": [32, 1, 5, 5]},
+    }
+
+
+def test_explain_outputs_round_trip_and_are_optional() -> None:
+    assert parse(good()).explain is None
+    manifest = parse({**good(), "explain": good_explain()})
+    assert manifest.explain is not None and manifest.explain.filters is not None
+    assert [a.layer for a in manifest.explain.activations] == ["features.1", "features.4"]
+    assert manifest.explain.filters.shape == [32, 1, 5, 5]
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+
+def _explain_with(path: str, value: Any) -> dict[str, Any]:
+    explain = good_explain()
+    *parents, leaf = path.split(".")
+    node: Any = explain
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    node[leaf] = value
+    return {**good(), "explain": explain}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("activations.1.name", "activation_1", "explain output names must be unique"),
+        ("filters.name", "activation_2", "explain output names must be unique"),
+        ("activations.0.shape", [1, 32, 8, 8], "activation shapes are \\(C, H, W\\)"),
+        ("filters.shape", [32, 5, 5], "the filters' shape is \\(out, in, kh, kw\\)"),
+        ("activations.0.shape", [32, 8], "shape must be 3 or 4 positive dimensions"),
+        ("filters.shape", [32, 0, 5, 5], "shape must be 3 or 4 positive dimensions"),
+        ("filters.shape", [32, 3, 5, 5], "reads 3 channel\\(s\\), the input has 1"),
+        ("activations.0.name", "logits", "must not reuse the input's or the logits' name"),
+        ("filters.name", "input", "must not reuse the input's or the logits' name"),
+        ("activations.0.layer", "", "explain.activations.0.layer"),
+    ],
+)
+def test_bad_explain_outputs_are_rejected(path: str, value: Any, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        parse(_explain_with(path, value))
+
+
+def test_explain_outputs_on_a_text_model_are_refused() -> None:
+    with pytest.raises(ManifestError, match="explain outputs are for image models"):
+        parse({**good_text(), "explain": {"activations": [], "filters": None}})

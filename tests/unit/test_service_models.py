@@ -60,6 +60,11 @@ def repo(tmp_path: Path) -> Path:
     return Path(shutil.copytree(EXPORTS, tmp_path / "repo"))
 
 
+def _later_versions(folder: str, names: list[str]) -> list[str]:
+    """shutil.copytree's ignore: every version folder but 1."""
+    return [n for n in names if n.isdigit() and n != "1"]  # only version folders are numbers
+
+
 def edit_manifest(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     change(data)
@@ -67,8 +72,11 @@ def edit_manifest(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 
 @pytest.fixture
-def repo_with_v2(repo: Path) -> Path:
-    """The copy, where digits-cnn also has version 2 (version 1's files, renumbered)."""
+def repo_with_v2(tmp_path: Path) -> Path:
+    """A copy of the bundled models' version 1 alone, where digits-cnn also has version 2
+    (version 1's files, renumbered): the version logic on versions the tests know, however
+    many exports/ holds."""
+    repo = Path(shutil.copytree(EXPORTS, tmp_path / "repo", ignore=_later_versions))
     shutil.copytree(repo / "digits-cnn" / "1", repo / "digits-cnn" / "2")
     edit_manifest(repo / "digits-cnn" / "2" / "model.json", lambda m: m.update(version=2))
     return repo
@@ -89,8 +97,10 @@ def registry() -> ModelRegistry:
 def test_every_model_by_default() -> None:
     assert resolve_specs(settings_for(EXPORTS)) == [
         ("digits-cnn", 1),
+        ("digits-cnn", 2),
         ("digits-lstm", 1),
         ("mnist-cnn", 1),
+        ("mnist-cnn", 2),
         ("mnist-lstm", 1),
         ("text-topics", 1),
     ]
@@ -98,7 +108,7 @@ def test_every_model_by_default() -> None:
 
 def test_named_models_keep_the_given_order() -> None:
     settings = settings_for(EXPORTS, models=["digits-lstm", "digits-cnn"])
-    assert resolve_specs(settings) == [("digits-lstm", 1), ("digits-cnn", 1)]
+    assert resolve_specs(settings) == [("digits-lstm", 1), ("digits-cnn", 1), ("digits-cnn", 2)]
 
 
 def test_pinned_version() -> None:
@@ -148,7 +158,7 @@ def test_invalid_model_name_is_a_startup_error() -> None:
 
 
 def test_missing_version_is_a_startup_error() -> None:
-    with pytest.raises(StartupError, match=r"digits-cnn version 7 is not in .* \(has \[1\]\)"):
+    with pytest.raises(StartupError, match=r"digits-cnn version 7 is not in .* \(has \[1, 2\]\)"):
         resolve_specs(settings_for(EXPORTS, models=["digits-cnn:7"]))
 
 
@@ -182,15 +192,17 @@ def test_registry_loads_every_bundled_model_on_the_cpu(registry: ModelRegistry) 
     models = list(registry)
     assert [m.key for m in models] == [
         "digits-cnn:1",
+        "digits-cnn:2",
         "digits-lstm:1",
         "mnist-cnn:1",
+        "mnist-cnn:2",
         "mnist-lstm:1",
         "text-topics:1",
     ]
     for model in models:
         assert model.provider == CPU
         assert model.session.get_providers()[0] == CPU
-        assert model.path == EXPORTS / model.name / "1"
+        assert model.path == EXPORTS / model.name / str(model.version)
         assert model.manifest.sha256 == sha256_file(model.path / "model.onnx")
 
 
@@ -199,7 +211,7 @@ def test_registry_default_is_mnist_cnn_when_loaded_else_the_first_model(
 ) -> None:
     assert registry.default_model == "mnist-cnn"
     resolved = registry.resolve(None, None)
-    assert (resolved.name, resolved.version) == ("mnist-cnn", 1)
+    assert (resolved.name, resolved.version) == ("mnist-cnn", 2)  # its latest version
     only_8x8 = load_registry(settings_for(EXPORTS, models=["digits-lstm", "digits-cnn"]))
     assert only_8x8.default_model == "digits-lstm"
 

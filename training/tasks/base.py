@@ -13,10 +13,12 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from modelrepo.manifest import ImagePreprocessing, InputSpec, TextPreprocessing
+from modelrepo.manifest import ExplainOutputs, ImagePreprocessing, InputSpec, TextPreprocessing
 from modelrepo.manifest import Task as ManifestTask
 from training.config import TrainConfig
+from training.explain_outputs import output_names, traced_output_names
 from training.models.registry import Architecture, Modality
+from training.onnx_checks import OUTPUT_NAME
 
 PARITY_BATCH = 32  # held-out test rows stored in the checkpoint for the export parity check
 
@@ -51,6 +53,17 @@ class ExportPlan:
     manifest_task: ManifestTask
     dataset: str | None = None  # the manifest's training dataset; None: the checkpoint's name
     sequence_lengths: list[int] = field(default_factory=list)  # token counts proven, if any
+    explain: ExplainOutputs | None = None  # the graph's extra outputs after the logits, if any
+
+    @property
+    def output_names(self) -> list[str]:
+        """The graph's outputs: the logits first, then the explain outputs."""
+        return [OUTPUT_NAME, *output_names(self.explain)]
+
+    @property
+    def traced_output_names(self) -> list[str]:
+        """The outputs torch.onnx.export names (the rest are added by Task.finish_graph)."""
+        return [OUTPUT_NAME, *traced_output_names(self.explain)]
 
 
 DatasetT = TypeVar("DatasetT")
@@ -85,11 +98,20 @@ class Task(ABC, Generic[DatasetT, DataT]):
 
     # Export, in the order the driver calls them.
     @abstractmethod
-    def export_plan(self, ckpt: dict[str, Any]) -> ExportPlan:
-        """CheckpointError when the checkpoint lacks what the export needs."""
+    def export_plan(self, ckpt: dict[str, Any], model: nn.Module) -> ExportPlan:
+        """CheckpointError when the checkpoint lacks what the export needs (`model`: the
+        checkpoint's, rebuilt in eval mode)."""
+
+    def export_module(self, model: nn.Module, plan: ExportPlan) -> nn.Module:
+        """What torch.onnx.export traces: returns the plan's traced outputs, in order."""
+        return model
 
     def before_export(self) -> None:
         """Called right before each torch.onnx.export."""
+
+    def finish_graph(self, path: Path, model: nn.Module, plan: ExportPlan) -> None:
+        """Called on the file torch.onnx.export wrote, before it is checked: adds the outputs
+        that are not traced."""
 
     @abstractmethod
     def verify_graph(self, path: Path, plan: ExportPlan, num_classes: int) -> None:

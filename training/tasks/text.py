@@ -232,7 +232,7 @@ class TextTask(Task[TextDataset, TextData]):
     ) -> None:
         _write_misclassified(data.dataset, predictions, out_dir / "misclassified.txt")
 
-    def export_plan(self, ckpt: dict[str, Any]) -> ExportPlan:
+    def export_plan(self, ckpt: dict[str, Any], model: nn.Module) -> ExportPlan:
         spec = checkpoint_text_preprocessing(ckpt)
         missing = {"parity_tokens", "task"} - set(ckpt)
         if missing:
