@@ -345,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--weights",
             type=_weights,
             default=DEFAULT_WEIGHTS,
-            help="users per endpoint, e.g. predict=8,batch=1,json=1 (default predict=1)",
+            help="users per endpoint (predict, batch, json, explain), e.g. "
+            "predict=8,batch=1,json=1 (default predict=1)",
         )
         sub.add_argument(
             "--batch-size", type=int, default=32, help="images per /predict/batch request"

@@ -1,7 +1,7 @@
 """Locust users for the digitserve endpoints, configured by environment variables.
 
-LOADTEST_WEIGHTS      `predict=8,batch=1,json=1` (default `predict=1`): users per endpoint;
-                      an endpoint with weight 0 gets no users.
+LOADTEST_WEIGHTS      `predict=8,batch=1,json=1,explain=1` (default `predict=1`): users per
+                      endpoint; an endpoint with weight 0 gets no users.
 LOADTEST_BATCH_SIZE   images per /predict/batch request (default 32).
 LOADTEST_MODEL        the `model` field of every request (default: the server's default).
 LOADTEST_RATE         open loop: requests/s over all users (default: closed loop).
@@ -225,6 +225,18 @@ class BatchUser(_EndpointUser):
     content_type = MULTIPART
     expect = b'"results"'
     bodies = batch_bodies() if weight else []
+
+
+class ExplainUser(_EndpointUser):
+    """POST /explain with one random real image as the multipart part `image` (its answer
+    holds the occlusion map, which only /explain gives)."""
+
+    weight = WEIGHTS["explain"]
+    abstract = weight == 0
+    path = ENDPOINTS["explain"]
+    content_type = MULTIPART
+    expect = b'"occlusion"'
+    bodies = predict_bodies() if weight else []
 
 
 class JsonUser(_EndpointUser):

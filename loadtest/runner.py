@@ -20,7 +20,12 @@ from pathlib import Path
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 ROOT = LOCUSTFILE.parents[1]
-ENDPOINTS = {"predict": "/predict", "batch": "/predict/batch", "json": "/predict/json"}
+ENDPOINTS = {
+    "predict": "/predict",
+    "batch": "/predict/batch",
+    "json": "/predict/json",
+    "explain": "/explain",
+}
 DEFAULT_WEIGHTS = "predict=1"
 # Past the run itself: Locust's start-up, --stop-timeout and writing its reports.
 TIMEOUT_MARGIN_S = 60

@@ -22,6 +22,7 @@ import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -29,6 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 from modelrepo.manifest import DEFAULT_TOKEN_PATTERN, TextPreprocessing
 
 SPECIAL_TOKENS: tuple[str, str, str] = ("<pad>", "<unk>", "<sep>")
+T = TypeVar("T")  # what truncate_pair cuts: ids, or the tokens they stand for
 
 # id(vocabulary list) -> (that list, token -> id). Holding the list keeps its id from being
 # reused; a few entries cover every model a process serves.
@@ -76,7 +78,7 @@ def tokens_to_ids(tokens: Iterable[str], spec: TextPreprocessing) -> list[int]:
     return [spec.unk_id if t in specials else ids.get(t, spec.unk_id) for t in tokens]
 
 
-def truncate_pair(first: list[int], second: list[int], budget: int) -> tuple[list[int], list[int]]:
+def truncate_pair(first: list[T], second: list[T], budget: int) -> tuple[list[T], list[T]]:
     """Cut two id lists to at most `budget` ids in all, fairly: while too long, drop the last id
     of the longer list (of `second` on a tie). So a short side is kept whole and two long sides
     end up with ceil(budget / 2) and floor(budget / 2) ids."""

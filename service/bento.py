@@ -1,8 +1,9 @@
 """The BentoML service: one per worker process, serving the FastAPI app over the runtime.
 
 `python -m service` runs `bentoml serve service.bento:DigitServe` with the settings in the
-environment; BentoML supplies the processes, /metrics, the OpenAPI page at / and graceful
-shutdown, the mounted app supplies the API.
+environment; BentoML supplies the processes, /metrics, the OpenAPI schema at /docs.json (with
+the Swagger UI files the /docs page loads) and graceful shutdown, the mounted app supplies the
+API and the pages (the demo at /, the OpenAPI page at /docs).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ install_protocol_guards(  # before the worker builds uvicorn's config
 )
 app = create_app()
 API_PATHS = frozenset(getattr(route, "path", "") for route in app.routes)
-# BentoML's own routes, outside the API (its OpenAPI page and schema, probes, metrics).
+# BentoML's own routes, outside the API (its OpenAPI schema, probes, metrics; its own page at /
+# is shadowed by the demo page).
 BENTOML_PATHS = frozenset(
     {"/", "/docs.json", "/schema.json", "/healthz", "/livez", "/readyz", "/metrics"}
 )

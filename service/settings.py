@@ -58,6 +58,13 @@ class ServiceSettings(BaseSettings):
         25_000_000, ge=1, description="width x height limit, checked before decoding"
     )
     max_batch_images: int = Field(64, ge=1, description="images per /predict/batch request")
+    explain_concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="/explain requests one worker runs at once (each costs tens of "
+        "inferences); more are refused with 503 + Retry-After",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="BentoML's per-request timeout")
     header_timeout_s: float = Field(
         10.0,

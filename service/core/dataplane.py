@@ -19,10 +19,12 @@ from numpy.typing import NDArray
 
 from service.core.admission import Overloaded, Ticket
 from service.core.errors import ApiError, ServiceUnavailable, ValidationFailed
+from service.core.explain import Explainer, ImageExplanation, TextExplanation
 from service.core.modality import InputLimits, Modality
 from service.core.models import LoadedModel
 from service.core.postprocess import Prediction, top_k
 from service.core.runtime import Runtime
+from service.core.text import Text
 
 log = logging.getLogger("digitserve")
 
@@ -57,6 +59,7 @@ class DataPlane:
             max_pixels=settings.max_image_pixels,
             decoder=runtime.decoder,
         )
+        self.explainer = Explainer(runtime)
 
     @property
     def ready(self) -> bool:
@@ -99,16 +102,22 @@ class DataPlane:
         name: str | None,
         version: int | None,
         work: Callable[[LoadedModel], Awaitable[T]],
+        *,
+        queued: bool = True,
     ) -> T:
         """Resolve the model a request names and run `work` on it within the model's bounded
-        queue, counting the request by model, version and outcome (an unknown model is counted
-        as "unknown", never the client's text)."""
+        queue (unless not `queued`: /explain has its own limit), counting the request by model,
+        version and outcome (an unknown model is counted as "unknown", never the client's
+        text)."""
         metrics = self.runtime.metrics
         model_label, version_label = "unknown", ""
         try:
             model = self.resolve(name, version)
             model_label, version_label = model.name, str(model.version)
-            with self.runtime.admission.admit(model.key):
+            if queued:
+                with self.runtime.admission.admit(model.key):
+                    result = await work(model)
+            else:
                 result = await work(model)
         except ApiError as exc:
             metrics.requests.labels(model_label, version_label, call.endpoint, exc.outcome).inc()
@@ -146,6 +155,20 @@ class DataPlane:
         check_top_k(k, model)
         logits = await self.infer(call, model, await self.to_input(model, payload))
         return top_k(logits[0], model.manifest.labels, k)
+
+    # Explanations: within the worker's explain gate, not the predict admission gate.
+
+    async def explain_image(self, model: LoadedModel, payload: bytes, k: int) -> ImageExplanation:
+        check_top_k(k, model)
+        with self.explainer.gate.enter():
+            x = await self.to_input(model, payload)
+            return await self.explainer.image(model, x.astype(np.float32, copy=False), k)
+
+    async def explain_text(self, model: LoadedModel, payload: Text, k: int) -> TextExplanation:
+        check_top_k(k, model)
+        with self.explainer.gate.enter():
+            ids = await self.to_input(model, payload)
+            return await self.explainer.text(model, ids.astype(np.int64), payload, k)
 
 
 def check_top_k(k: int, model: LoadedModel) -> None:

@@ -63,7 +63,8 @@ class ServiceMetrics:
         self.rejected = Counter(
             "overload_rejections",
             "Requests refused with 503 to protect the latency budget, by reason "
-            "(queue_full: the model's queue is full; deadline: it could not be answered in time)",
+            "(queue_full: the model's queue is full; deadline: it could not be answered in time; "
+            "explain_busy: the worker's /explain places are taken)",
             (*labels, "reason"),
             namespace=NAMESPACE,
             registry=reg,

@@ -68,6 +68,11 @@ class LoadedModel:
         )[0]
         return out
 
+    def outputs(self, names: list[str], x: NDArray[np.generic]) -> list[NDArray[np.float32]]:
+        """The named graph outputs for `x` (the manifest's explain outputs: /explain only)."""
+        result: list[NDArray[np.float32]] = self.session.run(names, {self.manifest.input.name: x})
+        return result
+
 
 def choose_providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
     available = ort.get_available_providers()
@@ -110,6 +115,15 @@ def check_session(model: LoadedModel) -> None:
         raise StartupError(
             f"{model.path}: the graph's inputs {sorted(inputs)} / outputs {sorted(outputs)} do "
             f"not include the manifest's {m.input.name!r} / {m.output_name!r}"
+        )
+    explain = m.explain
+    extra = [a.name for a in explain.activations] if explain else []
+    extra += [explain.filters.name] if explain and explain.filters else []
+    missing = [name for name in extra if name not in outputs]
+    if missing:
+        raise StartupError(
+            f"{model.path}: the manifest's explain outputs {missing} are not outputs of the "
+            f"graph (it has {sorted(outputs)})"
         )
     graph_shape = [d if isinstance(d, int) else -1 for d in inputs[m.input.name].shape]
     if graph_shape != m.input.shape:

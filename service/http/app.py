@@ -13,7 +13,7 @@ from service.core.runtime import Runtime
 from service.http.direct import DirectApp
 from service.http.errors import ERROR_RESPONSES, EXCEPTION_HANDLERS
 from service.http.middleware import AdmissionMiddleware, BodyLimitMiddleware
-from service.http.routes import admin, health, models, predict, v2
+from service.http.routes import admin, demo, explain, health, models, predict, v2
 from service.http.security import SecurityMiddleware
 from service.settings import ServiceSettings
 
@@ -45,7 +45,7 @@ def create_app(runtime: Runtime | None = None) -> DirectApp:
         summary="Image classification over an ONNX model repository, with adaptive batching.",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url=None,  # BentoML serves the OpenAPI page at / and merges these routes into it
+        docs_url=None,  # routes/demo.py serves the OpenAPI page at /docs; BentoML, /docs.json
         redoc_url=None,
         responses=ERROR_RESPONSES,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -72,8 +72,10 @@ def create_app(runtime: Runtime | None = None) -> DirectApp:
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body)
     # Added last, so it runs first: an unauthorised request's body is never read.
     app.add_middleware(SecurityMiddleware, settings=settings)
-    for router in (predict.router, models.router, admin.router, v2.router, health.router):
+    for router in (predict.router, explain.router, models.router, admin.router, v2.router):
         app.include_router(router)
+    app.include_router(health.router)
+    app.include_router(demo.router)
     # The two multipart endpoints, the hot path, skip FastAPI's routing (see service.http.direct).
     app.direct("/predict", predict.predict)
     app.direct("/predict/batch", predict.predict_batch)

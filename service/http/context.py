@@ -1,15 +1,19 @@
-"""What an HTTP handler needs from its request: the worker's dataplane (503 until it is ready)
-and the request as a dataplane `Call`."""
+"""What an HTTP handler needs from its request: the worker's dataplane (503 until it is ready),
+the request as a dataplane `Call`, and the 422 for a model of the wrong kind."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from service.core.dataplane import Call, DataPlane, not_ready
+from service.core.errors import ValidationFailed
+from service.core.modality import Modality
+from service.core.models import LoadedModel
 
 
 def dataplane_of(request: Request) -> DataPlane:
@@ -35,3 +39,19 @@ def json_body(body: BaseModel) -> Response:
     """A response model as a ready JSON response: FastAPI passes a Response through as it is,
     without validating and encoding the model a second time (response_model documents it)."""
     return Response(body.model_dump_json(), media_type="application/json")
+
+
+def expect(
+    model: LoadedModel,
+    modality: type[Modality[Any]],
+    endpoint_of_modality: dict[str, str],
+) -> None:
+    """422 when the model takes another kind of input than this endpoint sends; the message
+    names the endpoint for the model's kind (`endpoint_of_modality`)."""
+    actual = model.input
+    if not isinstance(actual, modality):
+        raise ValidationFailed(
+            f"model {model.key} classifies {actual.noun}: send {actual.noun} to "
+            f"{endpoint_of_modality[actual.kind]}",
+            detail=[{"field": "model", "message": f"not {modality.a_model}", "value": model.name}],
+        )

@@ -43,7 +43,7 @@ class AdmissionMiddleware:
         plane = self.dataplane()
         path: str = scope["path"]
         endpoint = SURFACES.endpoint(path)
-        if plane is None or not plane.ready or endpoint is None:
+        if plane is None or not plane.ready or endpoint is None or not SURFACES.gated(path):
             await self.app(scope, receive, send)
             return
         settings = plane.runtime.settings

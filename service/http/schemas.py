@@ -133,3 +133,61 @@ class TextPredictRequest(_Body):
         None, ge=1, description="model version; default: the highest", examples=[1]
     )
     top_k: int = Field(3, ge=1, description="how many classes to return (1..classes)", examples=[3])
+
+
+class ActivationPicture(_Body):
+    layer: str = Field(
+        description="the convolution block's activation module", examples=["features.1"]
+    )
+    shape: list[int] = Field(description="(channels, height, width)", examples=[[32, 28, 28]])
+    png: str = Field(description="base64 PNG: a grid of the channel maps, each scaled to 0-255")
+
+
+class OcclusionPicture(_Body):
+    png: str = Field(
+        description="base64 PNG over the input: red where masking a patch lowered the top "
+        "class's probability, blue where it raised it"
+    )
+    grid: list[list[float]] = Field(
+        description="the top class's probability drop per patch position, row by row"
+    )
+    patch: int = Field(description="the masked square's side, in input pixels", examples=[7])
+    stride: int = Field(description="the step between patch positions", examples=[3])
+
+
+class ExplainResponse(_Body):
+    model: str = Field(examples=["mnist-cnn"])
+    version: int = Field(examples=[2])
+    predictions: list[Prediction] = Field(description="top_k classes, as /predict gives them")
+    input_png: str = Field(
+        description="base64 PNG of exactly the tensor the model saw (after canonicalisation), "
+        "de-normalised to 0-255"
+    )
+    activations: list[ActivationPicture] = Field(
+        description="one per convolution block, in model order; empty for a model without "
+        "convolutions or whose manifest lists no explain outputs"
+    )
+    filters_png: str | None = Field(
+        description="base64 PNG grid of the first convolution's weights; null when none"
+    )
+    occlusion: OcclusionPicture
+    latency_ms: float = Field(examples=[12.5])
+
+
+class TokenDropInfo(_Body):
+    token: str = Field(examples=["striker"])
+    part: str = Field(description="text or text_pair", examples=["text"])
+    drop: float = Field(
+        description="how much the top class's probability drops without this token",
+        examples=[0.41],
+    )
+
+
+class TextExplainResponse(_Body):
+    model: str = Field(examples=["text-topics"])
+    version: int = Field(examples=[1])
+    predictions: list[Prediction]
+    tokens: list[TokenDropInfo] = Field(
+        description="each token the model saw (cut to its max_length), in order"
+    )
+    latency_ms: float = Field(examples=[6.0])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.core.errors import ApiError
-from service.http.routes import predict, v2
+from service.http.routes import explain, predict, v2
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class Surface:
     # client's text); None for the way in's other paths.
     endpoint: Callable[[str], str | None]
     error_body: Callable[[ApiError], dict[str, Any]] = ApiError.body
+    # Whether its requests pass the worker's admission gate (and count in its estimate of the
+    # time per item); /explain has a concurrency limit of its own instead.
+    gated: bool = True
 
 
 class Surfaces:
@@ -39,6 +42,11 @@ class Surfaces:
         surface = self.of(path)
         return surface.endpoint(path) if surface is not None else None
 
+    def gated(self, path: str) -> bool:
+        """Whether an inference path's requests pass the admission gate."""
+        surface = self.of(path)
+        return surface is not None and surface.gated
+
     def error_body(self, exc: ApiError, path: str) -> dict[str, Any]:
         """The error as the way in that owns `path` answers it (the API's shape elsewhere)."""
         surface = self.of(path)
@@ -48,6 +56,7 @@ class Surfaces:
 SURFACES = Surfaces(
     Surface(predict.owns, predict.endpoint),
     Surface(v2.owns, v2.endpoint, v2.error_body),
+    Surface(explain.owns, explain.endpoint, gated=False),
 )
 
 

@@ -1,6 +1,6 @@
 """Schemathesis fuzzes the OpenAPI schema the server publishes against the real server.
 
-The schema is /docs.json, the one BentoML's docs page at / shows (the API's routes merged with
+The schema is /docs.json, the one the OpenAPI page at /docs shows (the API's routes merged with
 BentoML's /healthz and /metrics). Schemathesis's CLI runs its examples, coverage (boundary and
 negative values) and fuzzing phases on every operation, deterministically, against the
 loopback server only, and checks every response: no 5xx, a documented status code, the

@@ -21,7 +21,8 @@ def readme_curl_lines() -> list[str]:
 
 def test_readme_has_examples_for_every_endpoint() -> None:
     joined = "\n".join(readme_curl_lines())
-    for path in ("/predict ", "/predict/batch", "/predict/json", "/models", "/readyz", "/text"):
+    paths = ("/predict ", "/predict/batch", "/predict/json", "/models", "/readyz", "/text")
+    for path in (*paths, "/explain"):
         assert path.strip() in joined, path
 
 
@@ -40,7 +41,7 @@ def test_readme_curl_examples_work(server: Server) -> None:
         )
         assert result.returncode == 0, (line, result.stderr)
         answers.append(json.loads(result.stdout))
-    *images, batch, as_json, models, ready, text = answers
+    *images, batch, as_json, models, ready, text, explained = answers
     for line, answer in zip(readme_curl_lines(), images, strict=False):
         assert answer["predictions"][0]["label"] == "7", (line, answer)  # every kind of 7
         expected_model = "mnist-lstm" if "model=mnist-lstm" in line else "mnist-cnn"
@@ -58,3 +59,4 @@ def test_readme_curl_examples_work(server: Server) -> None:
     }
     assert ready["ready"] is True
     assert text["model"] == "text-topics" and text["predictions"][0]["label"] == "sports"
+    assert explained["predictions"][0]["label"] == "7" and explained["occlusion"]["grid"]

@@ -51,12 +51,24 @@ def v2_infer(url: str, headers: dict[str, str]) -> httpx.Response:
     return httpx.post(f"{url}/v2/models/digits-cnn/infer", json=body, headers=headers, timeout=30)
 
 
+def explain(url: str, headers: dict[str, str]) -> httpx.Response:
+    files = {"image": ("7.png", SEVEN, "image/png")}
+    return httpx.post(f"{url}/explain", files=files, headers=headers, timeout=30)
+
+
+def explain_text(url: str, headers: dict[str, str]) -> httpx.Response:
+    body = {"text": "the striker scored twice in the second half"}
+    return httpx.post(f"{url}/explain/text", json=body, headers=headers, timeout=30)
+
+
 PREDICT_CALLS: list[tuple[str, Request]] = [
     ("/predict", predict),
     ("/predict/json", predict_json),
     ("/predict/batch", predict_batch),
     ("/predict/text", predict_text),
     ("/v2/models/digits-cnn/infer", v2_infer),
+    ("/explain", explain),
+    ("/explain/text", explain_text),
 ]
 PREDICT_IDS = [path for path, _ in PREDICT_CALLS]
 
@@ -171,7 +183,8 @@ def test_an_empty_bearer_token_is_403(keyed: Server) -> None:
 
 
 def test_probes_scrapers_and_model_listing_need_no_key(keyed: Server) -> None:
-    for path in ("/livez", "/readyz", "/metrics", "/models", "/v2/health/ready"):
+    pages = ("/", "/demo/demo.js", "/docs", "/docs.json")
+    for path in ("/livez", "/readyz", "/metrics", "/models", "/v2/health/ready", *pages):
         r = httpx.get(f"{keyed.url}{path}", timeout=10)
         assert r.status_code == 200, (path, r.text)
     assert {m["name"] for m in httpx.get(f"{keyed.url}/models").json()["models"]} >= {

@@ -46,10 +46,16 @@ def test_parse_duration_rejects(text: str) -> None:
 
 
 def test_parse_weights() -> None:
-    assert parse_weights("predict=8,batch=1,json=1") == {"predict": 8, "batch": 1, "json": 1}
-    assert parse_weights("predict=1") == {"predict": 1, "batch": 0, "json": 0}
-    assert parse_weights(" batch = 2 , ") == {"predict": 0, "batch": 2, "json": 0}
-    assert parse_weights("predict=1,batch=0,json=0") == {"predict": 1, "batch": 0, "json": 0}
+    assert parse_weights("predict=8,batch=1,json=1") == {
+        "predict": 8,
+        "batch": 1,
+        "json": 1,
+        "explain": 0,
+    }
+    assert parse_weights("explain=2")["explain"] == 2
+    assert parse_weights("predict=1") == {"predict": 1, "batch": 0, "json": 0, "explain": 0}
+    assert parse_weights(" batch = 2 , ") == {"predict": 0, "batch": 2, "json": 0, "explain": 0}
+    assert parse_weights("predict=1,batch=0,json=0")["predict"] == 1
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from service.core.dataplane import check_top_k
-from service.core.errors import ApiError, BadRequest, PayloadTooLarge, ValidationFailed
+from service.core.errors import ApiError, BadRequest, PayloadTooLarge
 from service.core.image import ImageInput
 from service.core.modality import Modality
 from service.core.models import LoadedModel
 from service.core.postprocess import top_k as rank
 from service.core.text import Text, TextInput
-from service.http.context import call_of, dataplane_of, json_body
+from service.http.context import call_of, dataplane_of, expect, json_body
 from service.http.forms import form_openapi, predict_form, require_json
 from service.http.schemas import (
     BatchPredictResponse,
@@ -34,6 +34,10 @@ ENDPOINTS = frozenset({"/predict", "/predict/json", "/predict/batch", "/predict/
 ENDPOINT_OF_MODALITY = {"image": "/predict", "text": "/predict/text"}
 
 
+def expect_input(model: LoadedModel, modality: type[Modality[Any]]) -> None:
+    expect(model, modality, ENDPOINT_OF_MODALITY)
+
+
 def owns(path: str) -> bool:
     return path.startswith(PREFIX)
 
@@ -42,17 +46,6 @@ def endpoint(path: str) -> str:
     """Every /predict... path runs inference (so needs the key); one that is no endpoint is
     counted as "other"."""
     return path if path in ENDPOINTS else "other"
-
-
-def expect(model: LoadedModel, modality: type[Modality[Any]]) -> None:
-    """422 when the model takes another kind of input than this endpoint sends."""
-    actual = model.input
-    if not isinstance(actual, modality):
-        raise ValidationFailed(
-            f"model {model.key} classifies {actual.noun}: send {actual.noun} to "
-            f"{ENDPOINT_OF_MODALITY[actual.kind]}",
-            detail=[{"field": "model", "message": f"not {modality.a_model}", "value": model.name}],
-        )
 
 
 async def predict_one(
@@ -70,7 +63,7 @@ async def predict_one(
 
     async def work(model: LoadedModel) -> PredictResponse:
         check_top_k(top_k, model)
-        expect(model, modality)
+        expect_input(model, modality)
         return PredictResponse(
             model=model.name,
             version=model.version,
@@ -161,7 +154,7 @@ async def predict_batch(request: Request) -> Response:
 
     async def work(model: LoadedModel) -> BatchPredictResponse:
         check_top_k(top_k, model)
-        expect(model, ImageInput)
+        expect_input(model, ImageInput)
         inputs = []
         for i, (filename, data) in enumerate(uploads):
             try:
