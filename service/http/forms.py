@@ -153,3 +153,18 @@ async def require_json(request: Request) -> None:
             "the body must be application/json",
             detail={"content_type": content_type},
         )
+
+
+async def one_image(
+    request: Request, *, several: str | None = None
+) -> tuple[bytes, PredictOptions]:
+    """The single `image` part of a form and its options; 400 for none or several (`several`
+    names the endpoint that takes several, for the message)."""
+    async with predict_form(request, "image", max_files=1) as form:
+        if len(form.files) != 1:
+            hint = f"; use {several} for several" if several else ""
+            raise BadRequest(
+                f"send exactly one 'image' part{hint}",
+                detail={"field": "image", "parts": len(form.files)},
+            )
+        return await form.files[0].read(), form.options

@@ -4,16 +4,17 @@ its body as /predict does and leaves the explanation to the dataplane."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from service.core.errors import BadRequest
 from service.core.image import ImageInput
+from service.core.modality import Modality
 from service.core.models import LoadedModel
 from service.core.text import Text, TextInput
 from service.http.context import call_of, dataplane_of, expect, json_body
-from service.http.forms import form_openapi, predict_form, require_json
+from service.http.forms import form_openapi, one_image, require_json
 from service.http.schemas import ExplainResponse, TextExplainResponse, TextPredictRequest
 
 PREFIX = "/explain"
@@ -27,6 +28,35 @@ def owns(path: str) -> bool:
 
 def endpoint(path: str) -> str:
     return path if path in ENDPOINTS else "other"
+
+
+async def explain_one(
+    request: Request,
+    endpoint: str,
+    modality: type[Modality[Any]],
+    payload: bytes | Text,
+    model_name: str | None,
+    version: int | None,
+    top_k: int,
+) -> Response:
+    """One input -> its explanation by the named model, counted; outside the admission gate
+    and the per-model queue (the dataplane's explain gate limits it instead)."""
+    plane = dataplane_of(request)
+    call = call_of(request, endpoint)
+
+    async def work(model: LoadedModel) -> ExplainResponse | TextExplainResponse:
+        expect(model, modality, ENDPOINT_OF_MODALITY)
+        extra = {"model": model.name, "version": model.version}
+        if isinstance(payload, Text):
+            text = await plane.explain_text(model, payload, top_k)
+            body = {**asdict(text), **extra, "latency_ms": call.elapsed_ms()}
+            return TextExplainResponse.model_validate(body)
+        image = await plane.explain_image(model, payload, top_k)
+        return ExplainResponse.model_validate(
+            {**asdict(image), **extra, "latency_ms": call.elapsed_ms()}
+        )
+
+    return json_body(await plane.serve(call, model_name, version, work, queued=False))
 
 
 router = APIRouter(tags=["explain"])
@@ -46,26 +76,8 @@ router = APIRouter(tags=["explain"])
     ),
 )
 async def explain(request: Request) -> Response:
-    plane = dataplane_of(request)
-    call = call_of(request, "/explain")
-    async with predict_form(request, "image", max_files=1) as form:
-        if len(form.files) != 1:
-            raise BadRequest(
-                "send exactly one 'image' part",
-                detail={"field": "image", "parts": len(form.files)},
-            )
-        data = await form.files[0].read()
-    o = form.options
-
-    async def work(model: LoadedModel) -> ExplainResponse:
-        expect(model, ImageInput, ENDPOINT_OF_MODALITY)
-        found = await plane.explain_image(model, data, o.top_k)
-        return ExplainResponse.model_validate(
-            {**asdict(found), "model": model.name, "version": model.version,
-             "latency_ms": call.elapsed_ms()}
-        )  # fmt: skip
-
-    return json_body(await plane.serve(call, o.model, o.version, work, queued=False))
+    data, o = await one_image(request)
+    return await explain_one(request, "/explain", ImageInput, data, o.model, o.version, o.top_k)
 
 
 @router.post(
@@ -78,17 +90,8 @@ async def explain(request: Request) -> Response:
     "shortened copies run as one batch).",
 )
 async def explain_text(request: Request, body: TextPredictRequest) -> Response:
-    plane = dataplane_of(request)
-    call = call_of(request, "/explain/text")
-    name = body.model or plane.default_for(TextInput)
+    name = body.model or dataplane_of(request).default_for(TextInput)
     text = Text(body.text, body.text_pair)
-
-    async def work(model: LoadedModel) -> TextExplainResponse:
-        expect(model, TextInput, ENDPOINT_OF_MODALITY)
-        found = await plane.explain_text(model, text, body.top_k)
-        return TextExplainResponse.model_validate(
-            {**asdict(found), "model": model.name, "version": model.version,
-             "latency_ms": call.elapsed_ms()}
-        )  # fmt: skip
-
-    return json_body(await plane.serve(call, name, body.version, work, queued=False))
+    return await explain_one(
+        request, "/explain/text", TextInput, text, name, body.version, body.top_k
+    )

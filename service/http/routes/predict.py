@@ -19,7 +19,7 @@ from service.core.models import LoadedModel
 from service.core.postprocess import top_k as rank
 from service.core.text import Text, TextInput
 from service.http.context import call_of, dataplane_of, expect, json_body
-from service.http.forms import form_openapi, predict_form, require_json
+from service.http.forms import form_openapi, one_image, predict_form, require_json
 from service.http.schemas import (
     BatchPredictResponse,
     ImageResult,
@@ -86,14 +86,7 @@ router = APIRouter(tags=["predict"])
     ),
 )
 async def predict(request: Request) -> Response:
-    async with predict_form(request, "image", max_files=1) as form:
-        if len(form.files) != 1:
-            raise BadRequest(
-                "send exactly one 'image' part; use /predict/batch for several",
-                detail={"field": "image", "parts": len(form.files)},
-            )
-        data = await form.files[0].read()
-    o = form.options
+    data, o = await one_image(request, several="/predict/batch")
     return await predict_one(request, "/predict", ImageInput, data, o.model, o.version, o.top_k)
 
 
