@@ -8,7 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import Server, digits_test_pngs, offline_probabilities
+from modelrepo.layout import list_versions
+from tests.helpers import EXPORTS, Server, digits_test_pngs, offline_probabilities
 
 
 async def predict_all(url: str, model: str, pngs: list[bytes], users: int = 32) -> list[dict]:
@@ -37,8 +38,9 @@ async def predict_all(url: str, model: str, pngs: list[bytes], users: int = 32) 
 
 
 def batch_histogram(metrics: str, model: str) -> tuple[float, float, float]:
-    """From digitserve_batch_images: (calls with one image, all calls, all images)."""
-    labels = f'model="{model}",version="1"'
+    """From digitserve_batch_images of the model's latest version: (calls with one image, all
+    calls, all images)."""
+    labels = f'model="{model}",version="{list_versions(EXPORTS, model)[-1]}"'
     value = {
         key: float(re.search(pattern.format(labels=labels), metrics)[1])  # type: ignore[index]
         for key, pattern in {

@@ -16,7 +16,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from modelrepo.layout import open_version
+from modelrepo.layout import list_versions, open_version
 from modelrepo.manifest import ImagePreprocessing
 from modelrepo.preprocess import image_to_pixels, pixels_to_input
 from tests.helpers import EXPORTS, Server, digits_test_pngs
@@ -48,8 +48,14 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return pixels_to_input(np.stack(pixels), spec), labels[:BATCH]
 
 
+def latest(name: str) -> int:
+    """The version a request that names none is answered by."""
+    return list_versions(EXPORTS, name)[-1]
+
+
 def offline_logits(name: str, x: np.ndarray) -> np.ndarray:
-    version = open_version(EXPORTS, name, 1)
+    """What onnxruntime answers with the version the server answers by default."""
+    version = open_version(EXPORTS, name, latest(name))
     session = ort.InferenceSession(str(version.model_path), providers=["CPUExecutionProvider"])
     logits: np.ndarray = session.run(None, {version.manifest.input.name: x})[0]
     return logits
@@ -87,7 +93,7 @@ def test_server_metadata(client: triton.InferenceServerClient) -> None:
 def test_model_metadata(client: triton.InferenceServerClient, model: str, version: str) -> None:
     assert client.get_model_metadata(model, model_version=version) == {
         "name": model,
-        "versions": ["1"],
+        "versions": [str(v) for v in list_versions(EXPORTS, model)],
         "platform": "onnxruntime_onnx",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8]}],
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
@@ -105,7 +111,7 @@ def test_infer_matches_offline_onnxruntime(
     assert np.abs(logits - offline_logits(model, x)).max() <= 1e-5
     assert (logits.argmax(axis=1) == labels).mean() > 0.9
     response = result.get_response()
-    assert (response["model_name"], response["model_version"]) == (model, "1")
+    assert (response["model_name"], response["model_version"]) == (model, str(latest(model)))
     assert response["id"] == "batch-1"
 
 
