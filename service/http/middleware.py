@@ -42,8 +42,10 @@ class AdmissionMiddleware:
         state["received"] = arrived
         plane = self.dataplane()
         path: str = scope["path"]
-        endpoint = SURFACES.endpoint(path)
-        if plane is None or not plane.ready or endpoint is None or not SURFACES.gated(path):
+        surface = SURFACES.of(path)
+        # Only gated inference paths pass the gate (/explain has a limit of its own).
+        endpoint = surface.endpoint(path) if surface is not None and surface.gated else None
+        if plane is None or not plane.ready or endpoint is None:
             await self.app(scope, receive, send)
             return
         settings = plane.runtime.settings

@@ -42,11 +42,6 @@ class Surfaces:
         surface = self.of(path)
         return surface.endpoint(path) if surface is not None else None
 
-    def gated(self, path: str) -> bool:
-        """Whether an inference path's requests pass the admission gate."""
-        surface = self.of(path)
-        return surface is not None and surface.gated
-
     def error_body(self, exc: ApiError, path: str) -> dict[str, Any]:
         """The error as the way in that owns `path` answers it (the API's shape elsewhere)."""
         surface = self.of(path)
