@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The serving image: the `serve` extra only (no PyTorch), a non-root user, the bundled model
-# repository copied in (mount another over /app/exports to serve your own).
+# repository copied in (mount another over /app/exports to serve your own). HTTP on 3000,
+# gRPC on 8001, both on the CMD's --host 0.0.0.0.
 #   docker build -t digitserve:cpu .                 (CPU, the default target)
 #   docker build -t digitserve:gpu --target gpu .    (CUDA 13 + cuDNN 9, onnxruntime-gpu)
 
@@ -36,9 +37,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     DIGITSERVE_HOST=0.0.0.0 \
     DIGITSERVE_PORT=3000 \
+    DIGITSERVE_GRPC_PORT=8001 \
     BENTOML_HOME=/tmp/bentoml
 USER app
-EXPOSE 3000
+# 3000: HTTP (the routes, /v2 REST, /metrics, /readyz); 8001: gRPC, Triton's
+# inference.GRPCInferenceService in every worker (DIGITSERVE_GRPC_PORT; 0 turns it off).
+EXPOSE 3000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=2).status != 200)"]
 # The same command line as `make serve`, listening on all interfaces inside the container.
@@ -74,11 +78,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     DIGITSERVE_HOST=0.0.0.0 \
     DIGITSERVE_PORT=3000 \
+    DIGITSERVE_GRPC_PORT=8001 \
     DIGITSERVE_DEVICE=cuda \
     DIGITSERVE_INFERENCE_THREAD=true \
     BENTOML_HOME=/tmp/bentoml
 USER app
-EXPOSE 3000
+EXPOSE 3000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=2).status != 200)"]
 CMD ["python", "-m", "service", "--model-repo", "exports", "--port", "3000", "--host", "0.0.0.0"]

@@ -1,8 +1,13 @@
 """`python -m loadtest run|sweep`: one load level with an SLO verdict, or a sweep over
 concurrency levels (closed loop) or arrival rates (open loop) with a throughput-vs-latency plot.
+`--protocol` picks the way in: the API's /predict endpoints (http), or the Open Inference
+Protocol's infer with the model's preprocessed tensors over REST (v2-json, v2-binary) or gRPC.
+Each run reads the server's /metrics before and after and reports its split of the latency
+(queue, compute input, compute infer, compute output) beside the client's.
 
 Exit status: 0 when the run met its SLO with no failures (a sweep: every level ran), 1 when it
-did not (or Locust failed), 2 for usage errors and a host that is not ready.
+did not (or Locust failed), 2 for usage errors, a host that is not ready, and a model,
+protocol or batch the server refuses.
 """
 
 from __future__ import annotations
@@ -16,10 +21,21 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from loadtest.protocols import (
+    MAX_BATCH,
+    PROTOCOLS,
+    Target,
+    TargetError,
+    default_grpc_target,
+    http_target,
+    prepare_tensor_target,
+)
 from loadtest.runner import DEFAULT_WEIGHTS, Summary, parse_duration, parse_weights, run_locust
+from loadtest.server_stats import format_split
 
 DEFAULT_SWEEP_USERS = "1,2,4,8,16,32,64,128"
 READY_TIMEOUT_S = 5.0
+ENDPOINT_WIDTH = 16  # the longest endpoint name printed beside its figures
 
 
 class HostNotReady(Exception):
@@ -96,8 +112,16 @@ def format_summary(summary: Summary) -> str:
         ", ".join(f"{status}: {count}" for status, count in summary.failures_by_status.items())
         or "none"
     )
-    lines = [
-        f"host        {summary.host}",
+    lines = [f"host        {summary.host}"]
+    if summary.protocol != "http":
+        server = summary.server or {}
+        model = f" {server['model']} {server['version']}" if server else ""
+        rows = summary.batch or 1
+        lines.append(
+            f"protocol    {summary.protocol}{model}, {rows} row{'s' if rows != 1 else ''} "
+            "per request"
+        )
+    lines += [
         f"load        {load}, {summary.duration_s:g} s",
         f"requests    {summary.requests:,} ({summary.rps:,.1f}/s), "
         f"failures {summary.failures:,} ({failures})",
@@ -107,13 +131,26 @@ def format_summary(summary: Summary) -> str:
     ]
     width = max((len(name) for name in summary.endpoints), default=0)
     for name, row in summary.endpoints.items():
-        lines.append(
-            f"  {name:<{width}}  {int(row['requests']):>8,} requests  "
+        figures = (
+            f"{int(row['requests']):>8,} requests  "
             f"{int(row['failures']):>6,} failed  {row['rps']:>9,.1f}/s  "
             f"p50 {_ms(row['p50_ms'])}  p99 {_ms(row['p99_ms'])} ms"
         )
+        if width <= ENDPOINT_WIDTH:
+            lines.append(f"  {name:<{width}}  {figures}")
+        else:  # a V2 path or the gRPC method: its figures on a line of their own
+            lines += [f"  {name}", f"  {'':<{ENDPOINT_WIDTH}}  {figures}"]
     if summary.images_per_s is not None:
         lines.append(f"images/s    {summary.images_per_s:,.1f} (successful /predict/batch)")
+    if summary.tensors_per_s is not None:
+        lines.append(
+            f"tensors/s   {summary.tensors_per_s:,.1f} (rows of successful requests, "
+            f"{summary.batch} per request)"
+        )
+    if summary.server is not None:
+        lines += format_split(summary.server)
+    if summary.server_note is not None:
+        lines.append(f"note        {summary.server_note}")
     if summary.slo_p99_ms is None:
         verdict = "no SLO given; " + ("no failures" if summary.failures == 0 else "FAILURES")
     else:
@@ -143,7 +180,17 @@ SWEEP_COLUMNS = [
     "p99_ms",
     "max_ms",
     "images_per_s",
+    "tensors_per_s",
+    "protocol",
+    "server_latency_ms",
+    "unaccounted_ms",
 ]
+
+
+def _column(summary: Summary, column: str) -> object:
+    if column in ("server_latency_ms", "unaccounted_ms"):
+        return (summary.server or {}).get(column)
+    return getattr(summary, column)
 
 
 def write_sweep_csv(path: Path, summaries: Sequence[Summary]) -> None:
@@ -151,7 +198,7 @@ def write_sweep_csv(path: Path, summaries: Sequence[Summary]) -> None:
         writer = csv.writer(file)
         writer.writerow(SWEEP_COLUMNS)
         for s in summaries:
-            row = [getattr(s, column) for column in SWEEP_COLUMNS]
+            row = [_column(s, column) for column in SWEEP_COLUMNS]
             writer.writerow(["" if value is None else value for value in row])
 
 
@@ -159,8 +206,10 @@ def sweep_table(summaries: Sequence[Summary]) -> str:
     """A markdown table: one row per level."""
     open_loop = any(s.rate is not None for s in summaries)
     batch = any(s.images_per_s is not None for s in summaries)
+    tensors = any(s.tensors_per_s is not None for s in summaries)
     head = ["users", *(["rate/s"] if open_loop else []), "success rps"]
-    head += [*(["images/s"] if batch else []), "p50 ms", "p95 ms", "p99 ms", "failures"]
+    head += [*(["images/s"] if batch else []), *(["tensors/s"] if tensors else [])]
+    head += ["p50 ms", "p95 ms", "p99 ms", "failures"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for s in summaries:
         failures = f"{s.failures:,}"
@@ -170,6 +219,8 @@ def sweep_table(summaries: Sequence[Summary]) -> str:
         cells = [str(s.users), *([f"{s.rate:g}"] if open_loop else []), f"{s.success_rps:,.1f}"]
         if batch:
             cells.append("" if s.images_per_s is None else f"{s.images_per_s:,.0f}")
+        if tensors:
+            cells.append("" if s.tensors_per_s is None else f"{s.tensors_per_s:,.0f}")
         cells += [_ms(s.p50_ms), _ms(s.p95_ms), _ms(s.p99_ms), failures]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -230,11 +281,33 @@ def plot_sweep(
     figure.savefig(path)
 
 
+def _target(args: argparse.Namespace, out: Path) -> Target | None:
+    """The model version the run drives (and, for the tensor protocols, its tensors, written
+    to `out`, and one request sent the way the run will); None after printing why not."""
+    try:
+        if args.protocol == "http":
+            return http_target(args.host, args.model)
+        return prepare_tensor_target(
+            args.host,
+            args.protocol,
+            model=args.model,
+            batch=args.batch,
+            out_dir=out,
+            grpc_target=args.grpc_target,
+        )
+    except TargetError as error:
+        print(f"loadtest: {error}", file=sys.stderr)
+        return None
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         check_ready(args.host)
     except HostNotReady as error:
         print(f"loadtest: {error}", file=sys.stderr)
+        return 2
+    target = _target(args, args.out)
+    if target is None:
         return 2
     try:
         summary = run_locust(
@@ -247,6 +320,7 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             model=args.model,
             slo_p99_ms=args.slo_p99_ms,
+            target=target,
         )
     except RuntimeError as error:
         print(f"loadtest: {error}", file=sys.stderr)
@@ -272,6 +346,9 @@ def _sweep(args: argparse.Namespace) -> int:
         return 2
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    target = _target(args, out)
+    if target is None:
+        return 2
     summaries: list[Summary] = []
     status = 0
     for number, (users, rate) in enumerate(levels, 1):
@@ -287,6 +364,7 @@ def _sweep(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 model=args.model,
                 slo_p99_ms=args.slo_p99_ms,
+                target=target,
             )
         except RuntimeError as error:
             # Keep what was measured: the levels before this one still get their table.
@@ -306,7 +384,12 @@ def _sweep(args: argparse.Namespace) -> int:
     table = sweep_table(summaries)
     write_sweep_csv(out / "sweep.csv", summaries)
     kind = "closed loop" if args.rates is None else f"open loop, {levels[0][0]} generators"
-    title = f"{args.host} {args.weights}: {kind}, {args.duration:g} s per level"
+    way = (
+        args.weights
+        if args.protocol == "http"
+        else f"{args.protocol} {target.model} {target.version} batch {args.batch}"
+    )
+    title = f"{args.host} {way}: {kind}, {args.duration:g} s per level"
     (out / "sweep.md").write_text(f"{title}\n\n{table}\n")
     (out / "sweep.json").write_text(
         json.dumps([json.loads(s.to_json()) for s in summaries], indent=2) + "\n"
@@ -329,6 +412,32 @@ def _sweep(args: argparse.Namespace) -> int:
     return status
 
 
+def usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of options, or None."""
+    if args.batch_size is not None and not 1 <= args.batch_size <= 64:
+        return "--batch-size must be in 1..64"
+    if not 1 <= args.batch <= MAX_BATCH:
+        return f"--batch must be in 1..{MAX_BATCH}"
+    if args.protocol == "http":
+        if args.batch != 1:
+            return (
+                "--batch is the rows per V2/gRPC request; with --protocol http, batch "
+                "/predict/batch with --weights batch=1 --batch-size N"
+            )
+        if args.grpc_target is not None:
+            return "--grpc-target needs --protocol grpc"
+        return None
+    if args.weights is not None or args.batch_size is not None:
+        option = "--weights" if args.weights is not None else "--batch-size"
+        return (
+            f"{option} picks /predict endpoints (--protocol http); --protocol {args.protocol} "
+            "sends one kind of request: set its rows with --batch"
+        )
+    if args.grpc_target is not None and args.protocol != "grpc":
+        return "--grpc-target needs --protocol grpc"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -342,16 +451,42 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"per run: 30s, 2m, 45 (seconds); default {duration}",
         )
         sub.add_argument(
-            "--weights",
-            type=_weights,
-            default=DEFAULT_WEIGHTS,
-            help="users per endpoint (predict, batch, json, explain), e.g. "
-            "predict=8,batch=1,json=1 (default predict=1)",
+            "--protocol",
+            choices=PROTOCOLS,
+            default="http",
+            help="http: the /predict endpoints with PNG files (--weights); v2-json, v2-binary: "
+            "POST /v2/models/{model}/versions/{v}/infer with the model's preprocessed tensors "
+            "as JSON values or with the binary tensor extension; grpc: ModelInfer over gRPC "
+            "(--grpc-target). Default http",
         )
         sub.add_argument(
-            "--batch-size", type=int, default=32, help="images per /predict/batch request"
+            "--weights",
+            type=_weights,
+            help="--protocol http: users per endpoint (predict, batch, json, explain), e.g. "
+            f"predict=8,batch=1,json=1 (default {DEFAULT_WEIGHTS})",
         )
-        sub.add_argument("--model", help="the model field of every request")
+        sub.add_argument(
+            "--batch-size",
+            type=int,
+            help="--protocol http: images per /predict/batch request (32)",
+        )
+        sub.add_argument(
+            "--batch",
+            type=int,
+            default=1,
+            help=f"v2-json, v2-binary, grpc: tensor rows (images) per request, 1..{MAX_BATCH} "
+            "(default 1; the server's own limit applies)",
+        )
+        sub.add_argument(
+            "--grpc-target",
+            metavar="HOST:PORT",
+            help="--protocol grpc: the gRPC address (default: --host's address, port 8001)",
+        )
+        sub.add_argument(
+            "--model",
+            help="the model driven: the model field of every /predict request, or the V2/gRPC "
+            "model name (default: the server's default model, its highest version)",
+        )
         sub.add_argument("--slo-p99-ms", type=_positive(float), help="p99 latency objective in ms")
         sub.add_argument("--out", type=Path, required=True, help="output directory")
 
@@ -379,8 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 1 <= args.batch_size <= 64:
-        parser.error("--batch-size must be in 1..64")
+    problem = usage_problem(args)
+    if problem:
+        parser.error(problem)
+    args.weights = args.weights or DEFAULT_WEIGHTS
+    args.batch_size = 32 if args.batch_size is None else args.batch_size
+    if args.protocol == "grpc" and args.grpc_target is None:
+        args.grpc_target = default_grpc_target(args.host)
     if args.command == "run":
         return _run(args)
     args.users_given = args.users is not None

@@ -15,8 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
+
+from loadtest.protocols import Target
+from loadtest.server_stats import MetricsUnavailable, Totals, scrape, server_split
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 ROOT = LOCUSTFILE.parents[1]
@@ -53,6 +57,13 @@ class Summary:
     images_per_s: float | None  # successful /predict/batch requests/s x batch size
     slo_p99_ms: float | None
     slo_met: bool  # p99 <= slo (or no slo) and no failures
+    # Added with --protocol; defaults keep older summary.json files readable.
+    protocol: str = "http"
+    batch: int | None = None  # rows per V2/gRPC request (None for http)
+    tensors_per_s: float | None = None  # successful V2/gRPC requests/s x batch
+    mean_ms: float = 0.0  # Locust's average response time, all requests
+    server: dict[str, Any] | None = None  # the server's split (server_stats.server_split)
+    server_note: str | None = None  # why there is no split, or what to mind in it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
@@ -113,6 +124,7 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+_GRPC_STATUS = re.compile(r"\bgrpc ([A-Z][A-Z_]+)\b")
 _STATUS_CODE = re.compile(r"(?:code=|status(?: code)?[ =:]*|\bHTTP )(\d{3})\b", re.IGNORECASE)
 _LEADING_STATUS = re.compile(r"^(?:\w+\(['\"])?(\d{3})\b")
 _TIMEOUT = ("timeout", "timed out")
@@ -137,11 +149,15 @@ def failure_status(error: str) -> str:
 
     `BadStatusCode('http://127.0.0.1:3000/predict', code=503)` -> "503"; our own in-flight
     bound -> "client overloaded"; a timeout -> "timeout"; refused/reset/closed -> "connection";
-    anything else (e.g. an unexpected response body) -> "other".
+    anything else (e.g. an unexpected response body) -> "other". A gRPC status,
+    `GrpcStatusError('grpc UNAVAILABLE: ...')`, is its code's name: "UNAVAILABLE".
     """
     lowered = error.lower()
     if "client overloaded" in lowered:
         return "client overloaded"
+    grpc_status = _GRPC_STATUS.search(error)
+    if grpc_status:
+        return grpc_status[1]
     match = _STATUS_CODE.search(error) or _LEADING_STATUS.search(error)
     if match:
         return match[1]
@@ -174,6 +190,7 @@ def read_stats(path: Path) -> dict[str, dict[str, float]]:
                 "failures": failures,
                 "rps": rps,
                 "success_rps": rps * (requests - failures) / requests if requests else 0.0,
+                "mean_ms": _number(row.get("Average Response Time")),
                 "p50_ms": _number(row.get("50%")),
                 "p95_ms": _number(row.get("95%")),
                 "p99_ms": _number(row.get("99%")),
@@ -202,8 +219,10 @@ def summarise(
     rate: float | None,
     batch_size: int,
     slo_p99_ms: float | None,
+    target: Target | None = None,
 ) -> Summary:
-    """Build the Summary from Locust's CSV files in out_dir."""
+    """Build the Summary from Locust's CSV files in out_dir (tensors/s from `target`'s batch
+    for the V2 and gRPC protocols)."""
     stats_path = out_dir / "locust_stats.csv"
     if not stats_path.exists():
         raise RuntimeError(f"Locust wrote no {stats_path.name}")
@@ -217,6 +236,7 @@ def summarise(
         raise RuntimeError(f"every request failed to connect to {host}: {failures_by_status}")
     batch = rows.get(ENDPOINTS["batch"])
     images_per_s = batch["success_rps"] * batch_size if batch and batch["requests"] else None
+    tensors = target is not None and target.protocol != "http"
     p99 = total["p99_ms"]
     return Summary(
         host=host,
@@ -236,7 +256,40 @@ def summarise(
         images_per_s=images_per_s,
         slo_p99_ms=slo_p99_ms,
         slo_met=(slo_p99_ms is None or p99 <= slo_p99_ms) and failures == 0,
+        protocol=target.protocol if target is not None else "http",
+        batch=target.batch if tensors and target is not None else None,
+        tensors_per_s=total["success_rps"] * target.batch if tensors and target else None,
+        mean_ms=total["mean_ms"],
     )
+
+
+def with_server_split(summary: Summary, target: Target, before: Totals, after: Totals) -> Summary:
+    """The summary with the server's split of the requests made between the two scrapes."""
+    assert target.model is not None and target.version is not None
+    split = server_split(
+        before,
+        after,
+        model=target.model,
+        version=target.version,
+        client_p50_ms=summary.p50_ms,
+        client_p99_ms=summary.p99_ms,
+        client_mean_ms=summary.mean_ms,
+    )
+    succeeded = summary.requests - summary.failures
+    note: str | None = None
+    if split["requests"] == 0:
+        note = (
+            f"no server-side split: /metrics counted no requests of {target.model} "
+            f"{target.version} during the run"
+        )
+        return replace(summary, server=None, server_note=note)
+    if split["requests"] != succeeded:
+        note = (
+            f"the server answered {split['requests']:,} requests of {target.model} "
+            f"{target.version} during the run, {succeeded:,} of the load test's succeeded "
+            "(another client, or requests cut off at the end)"
+        )
+    return replace(summary, server=split, server_note=note)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -272,6 +325,7 @@ def run_locust(
     model: str | None = None,
     slo_p99_ms: float | None = None,
     spawn_rate: float | None = None,
+    target: Target | None = None,
 ) -> Summary:
     """Run Locust headless against host for duration_s and return its Summary.
 
@@ -279,6 +333,11 @@ def run_locust(
     given: then `users` arrival generators send `rate` requests/s in total on a fixed schedule.
     Writes Locust's CSV files, report.html, locust.log and summary.json into out_dir.
     Raises ValueError for bad arguments and RuntimeError when Locust measured nothing.
+
+    `target` (loadtest.protocols) picks the protocol (http when None) and names the model
+    version driven: with one, {host}/metrics is read before and after the run and the summary
+    holds the server's split of that model version's requests (or a server_note saying why
+    not). The tensor protocols need a target from prepare_tensor_target.
     """
     parsed_weights = parse_weights(weights)
     if users < 1:
@@ -329,6 +388,15 @@ def run_locust(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
         ),
     }
+    protocol = target.protocol if target is not None else "http"
+    env["LOADTEST_PROTOCOL"] = protocol
+    env.pop("LOADTEST_TARGET", None)
+    if target is not None and protocol != "http":
+        if target.tensors_path is None:
+            raise ValueError(f"protocol {protocol}: the target has no tensors")
+        target_path = out_dir / "target.json"
+        target_path.write_text(target.to_json())
+        env["LOADTEST_TARGET"] = str(target_path)
     for name, value in (("LOADTEST_RATE", rate), ("LOADTEST_MODEL", model)):
         if value is None:
             env.pop(name, None)
@@ -337,6 +405,14 @@ def run_locust(
     # Locust reads LOCUST_* variables as options: only the command line may shape a run.
     for name in [name for name in env if name.startswith("LOCUST_")]:
         del env[name]
+    split = target is not None and target.model is not None
+    before: Totals | None = None
+    note: str | None = None
+    if split:
+        try:
+            before = scrape(host)
+        except MetricsUnavailable as error:
+            note = f"no server-side split: {error}"
     log_path = out_dir / "locust.log"
     timeout_s = seconds + TIMEOUT_MARGIN_S
     started = time.monotonic()
@@ -369,11 +445,21 @@ def run_locust(
             rate=rate,
             batch_size=batch_size,
             slo_p99_ms=slo_p99_ms,
+            target=target,
         )
     except RuntimeError as error:
         raise RuntimeError(
             f"{error} (Locust exit {process.returncode} after "
             f"{time.monotonic() - started:.0f} s). Log tail ({log_path}):\n{_tail(log_path)}"
         ) from None
+    if before is not None and target is not None:
+        try:
+            summary = with_server_split(summary, target, before, scrape(host))
+        except MetricsUnavailable as error:
+            note = f"no server-side split: {error}"
+    elif target is not None and target.model is None:
+        note = "no server-side split: GET /models did not say which model answers"
+    if note is not None:
+        summary = replace(summary, server_note=note)
     (out_dir / "summary.json").write_text(summary.to_json())
     return summary

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.errors import MethodNotAllowed, NotFound
 from service.core.runtime import Runtime
+from service.grpc.server import GrpcListener
 from service.http.app import attach, create_app
 from service.http.errors import send_error
 from service.listener import balance_listener, worker_option
@@ -41,7 +42,7 @@ BENTOML_PATHS = frozenset(
     {"/", "/docs.json", "/schema.json", "/healthz", "/livez", "/readyz", "/metrics"}
 )
 # The part of a V2 path that names a model (and a version): the client's text.
-V2_MODEL = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?")
+V2_MODEL = re.compile(r"^/v2/models/(?!stats$)[^/]+(/versions/[^/]+)?")
 log = logging.getLogger("digitserve")
 
 
@@ -146,7 +147,9 @@ class DigitServe:
         configure_logging()
         self.runtime = Runtime(SETTINGS)  # loads and warms every model, or fails start-up
         self.runtime.worker_index = bentoml.server_context.worker_index
-        attach(app, self.runtime)
+        plane = attach(app, self.runtime)
+        if SETTINGS.grpc_port:  # started with the app, in this worker's event loop
+            self.runtime.listeners.append(GrpcListener(plane, app.version))
         self._balance_connections()
 
     def _balance_connections(self) -> None:

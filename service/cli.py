@@ -7,6 +7,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ FLAGS = {
     "device": "--device",
     "max_batch_size": "--max-batch-size",
     "max_latency_ms": "--max-latency-ms",
+    "grpc_port": "--grpc-port",
 }
 
 
@@ -60,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-size", type=int, help="images per onnxruntime call (32)")
     p.add_argument("--max-latency-ms", type=int, help="adaptive batching budget (1000)")
     p.add_argument(
+        "--grpc-port",
+        type=int,
+        help="gRPC port of the Open Inference Protocol (default 8001 as Triton; 0: off)",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="load every model once, print the resolved settings and exit",
@@ -69,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    os.environ.setdefault(f"{ENV_PREFIX}GRPC_HOST", args.host)  # gRPC listens where HTTP does
     for field, flag in FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
@@ -100,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.check:
         return 0
+    if settings.grpc_port and not port_free(settings.grpc_host, settings.grpc_port):
+        print(
+            f"error: the gRPC port {settings.grpc_host}:{settings.grpc_port} is in use; "
+            f"choose another with --grpc-port N, or turn gRPC off with --grpc-port 0",
+            file=sys.stderr,
+        )
+        return 2
     runtime_dir = Path(tempfile.mkdtemp(prefix=f"digitserve-{args.port}-"))
     env = {
         **os.environ,
@@ -126,11 +141,28 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout-graceful-shutdown",
         str(settings.shutdown_timeout_s),
     ]
-    print(f"digitserve: listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    grpc = f", gRPC on {settings.grpc_host}:{settings.grpc_port}" if settings.grpc_port else ""
+    print(
+        f"digitserve: listening on http://{args.host}:{args.port}{grpc}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         return supervise(command, env, Roster(runtime_dir, settings.workers), settings.drain_s)
     finally:
         shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a TCP port can be bound now (the workers bind it again, each with SO_REUSEPORT)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError:
+        return False
+    return True
 
 
 def supervise(command: list[str], env: dict[str, str], roster: Roster, drain_s: float) -> int:

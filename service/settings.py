@@ -122,6 +122,17 @@ class ServiceSettings(BaseSettings):
         description="give each worker a listening socket of its own (SO_REUSEPORT) so the "
         "kernel spreads connections across workers instead of one worker taking them all",
     )
+    grpc_port: int = Field(
+        8001,
+        ge=0,
+        le=65535,
+        description="port of the Open Inference Protocol over gRPC (inference."
+        "GRPCInferenceService), served by every worker; 0 turns it off",
+    )
+    grpc_host: str = Field(
+        "127.0.0.1",
+        description="address the gRPC listener binds; python -m service sets it to --host",
+    )
     warmup_batch_sizes: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [1, 8, 32])
 
     @field_validator("api_key", "admin_api_key", mode="before")

@@ -83,6 +83,7 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    grpc_target: str | None = None  # host:port of its gRPC listener, when it has one
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -119,8 +120,13 @@ def running_server(
     """`python -m service` on a free loopback port (or `command`, listening on `port`), waited
     on via /readyz, stopped by its process group (only the processes this started)."""
     port = port or free_port()
+    env = {**os.environ, **(env or {})}
+    # Never Triton's 8001: the servers of two test runs would share it.
+    env.setdefault("DIGITSERVE_GRPC_PORT", str(free_port()))
+    grpc_port = int(env["DIGITSERVE_GRPC_PORT"])
     command = command or [
-        sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), *args
+        sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+        "--grpc-port", str(grpc_port), *args,
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -129,9 +135,10 @@ def running_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env=env,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else None
+    server = Server(f"http://127.0.0.1:{port}", process, log_path, grpc_target)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:

@@ -17,8 +17,12 @@ batching all share it), not only the batcher's. Each worker therefore keeps two 
   answers took p50 31 ms of 500.
 
 A request is refused when the items in flight, its own included, times the time per item
-exceed the budget's admitted share (GATE_SHARE). Internal work (warm-up, reload) never passes
-through the gate.
+exceed the budget's admitted share (GATE_SHARE). When the cores slow down at once (on one
+core shared with its clients, say), requests admitted on the old figure can still run late;
+so before a request joins a batch it is refused again if its wait so far plus the time
+answers have lately taken from that point (per item in flight, times the items in flight now)
+would pass the budget. Internal work (warm-up,
+reload) never passes through the gate.
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ MIN_SAMPLES = 16
 # tests/e2e/test_overload.py: on two cores 95-100% of answers within 0.1 and all within 0.3;
 # pinned to one core 92-97% within 0.1, 99.7% within 0.2 and all within 0.3.
 GATE_SHARE = 0.7
+# The time from a request joining its batch to its answer, per item in flight when it joined,
+# follows the last this-many answers (an exponential mean). Per item in flight, so that the
+# figure learnt under a burst shrinks with the load instead of refusing lone requests after it.
+TAIL_ANSWERS = 20
 # Refusals are logged at most this often per worker (with the count since the last line).
 REFUSAL_LOG_S = 5.0
 
@@ -75,6 +83,8 @@ class Ticket:
     arrived: float  # when its body had arrived (perf_counter): its budget starts there
     expected_s: float  # the estimate it was admitted on (0 while nothing is measured)
     items: int = 1
+    joined: float | None = None  # when it passed the deadline check to join a batch
+    joined_behind: int = 1  # the items in flight then, its own included
 
 
 class Admission:
@@ -95,6 +105,8 @@ class Admission:
         self.in_flight = 0  # items of admitted requests not yet answered
         self.item_s = 0.0  # busy seconds per item answered; 0 until measured
         self.samples = 0  # answers measured
+        self.tail_item_s = 0.0  # time from joining a batch to the answer, per item in flight
+        self._tails = 0  # answers in that mean, up to TAIL_ANSWERS
         self._busy_s = 0.0  # decayed sum of busy time ...
         self._items = 0.0  # ... and of the items answered in it
         self._mark = 0.0  # busy time is counted up to here (the last answer, or busy start)
@@ -150,6 +162,10 @@ class Admission:
         self._items = self._items * decay + ticket.items
         self.item_s = self._busy_s / self._items
         took = now - ticket.arrived
+        if ticket.joined is not None:
+            self._tails = min(self._tails + 1, TAIL_ANSWERS)
+            sample = (now - ticket.joined) / ticket.joined_behind
+            self.tail_item_s += (sample - self.tail_item_s) / self._tails
         self.samples += 1
         if self._on_overrun is not None and ticket.expected_s > 0:
             self._on_overrun(max(0.0, took - ticket.expected_s) / self.budget_s)
@@ -189,12 +205,22 @@ class Admission:
         finally:
             self._per_model[model_key] -= 1
 
-    def check_deadline(self, arrived: float) -> None:
-        """Refuse a request that has already used its budget before it joins a batch."""
-        waited = self.clock() - arrived
-        if waited > self.budget_s:
+    def check_deadline(self, arrived: float, ticket: Ticket | None = None) -> None:
+        """Refuse a request, before it joins a batch, that has used its budget or would pass it
+        in the time answers take from here (the admission estimate can be outrun when the
+        cores slow down at once, and an answer past the budget helps no one)."""
+        now = self.clock()
+        waited = now - arrived
+        tail = self.tail_item_s * max(1, self.in_flight)
+        if waited > self.budget_s or (
+            self.samples >= MIN_SAMPLES and waited + tail > self.budget_s
+        ):
             raise self.refused(
                 deadline_error(
-                    waited_ms=round(waited * 1000, 1), budget_ms=round(self.budget_s * 1000, 1)
+                    waited_ms=round(waited * 1000, 1),
+                    expected_ms=round((waited + tail) * 1000, 1),
+                    budget_ms=round(self.budget_s * 1000, 1),
                 )
             )
+        if ticket is not None:
+            ticket.joined, ticket.joined_behind = now, max(1, self.in_flight)

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import NamedTuple, NoReturn
 
 import numpy as np
@@ -23,11 +24,22 @@ from service.core.metrics import ServiceMetrics
 from service.core.models import LoadedModel
 
 
+@dataclass
+class BatchTiming:
+    """Where one request's time went in the batcher: waiting for its first batch to start,
+    and in the onnxruntime calls of the batches it was in."""
+
+    submitted: float
+    queue_s: float = 0.0
+    infer_s: float = 0.0
+    started: bool = False
+
+
 class Item(NamedTuple):
-    """One input (an image's (C, H, W) or a text's (T,) token ids) and when it was submitted."""
+    """One input (an image's (C, H, W) or a text's (T,) token ids) and its request's timing."""
 
     x: NDArray[np.generic]
-    submitted: float
+    timing: BatchTiming
 
 
 class BoundedWaitOptimizer(Optimizer):
@@ -92,14 +104,18 @@ class ModelBatcher:
         self._submit = self._dispatcher(self._run_batch)
         self.record_metrics = True  # off while warming up: those calls are not clients'
 
-    async def infer(self, x: NDArray[np.generic]) -> NDArray[np.float32]:
-        """(N, ...) inputs -> (N, classes) logits, batched with whatever else is queued."""
+    async def infer(
+        self, x: NDArray[np.generic], timing: BatchTiming | None = None
+    ) -> NDArray[np.float32]:
+        """(N, ...) inputs -> (N, classes) logits, batched with whatever else is queued; the
+        time they waited and ran is added to `timing`."""
         if len(x) == 0:
             # NOTE: onnxruntime aborts the whole process on an empty LSTM batch; never send one.
             raise ValueError("infer() needs at least one image")
-        now = time.perf_counter()
+        if timing is None:
+            timing = BatchTiming(time.perf_counter())
         chunks = [
-            [Item(image, now) for image in x[i : i + self.max_batch_size]]
+            [Item(image, timing) for image in x[i : i + self.max_batch_size]]
             for i in range(0, len(x), self.max_batch_size)
         ]
         results = await asyncio.gather(*(self._submit(chunk) for chunk in chunks))
@@ -118,13 +134,13 @@ class ModelBatcher:
             logits = await loop.run_in_executor(self._executor, self.model.run, x)
         else:
             logits = self.model.run(x)
+        took = time.perf_counter() - started
+        for timing in {id(item.timing): item.timing for item in items}.values():
+            if not timing.started:
+                timing.started = True
+                timing.queue_s = started - timing.submitted
+            timing.infer_s += took
         if self.record_metrics:
-            wait = self._metrics.queue_wait_seconds.labels(*self._labels)
-            for item in items:
-                wait.observe(started - item.submitted)
-            self._metrics.inference_seconds.labels(*self._labels).observe(
-                time.perf_counter() - started
-            )
             self._metrics.batch_images.labels(*self._labels).observe(len(items))
         if len(logits) != len(items):  # list in, list out: checked loudly
             raise RuntimeError(

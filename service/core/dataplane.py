@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.core.admission import Overloaded, Ticket
+from service.core.batching import BatchTiming
 from service.core.errors import ApiError, ServiceUnavailable, ValidationFailed
 from service.core.explain import Explainer, ImageExplanation, TextExplanation
 from service.core.modality import InputLimits, Modality
@@ -36,6 +37,19 @@ def not_ready() -> ServiceUnavailable:
 
 
 @dataclass
+class Stages:
+    """A request's time per stage (digitserve_stage_seconds), added up as it goes; counted only
+    for requests that went through a batcher."""
+
+    compute_input: float = 0.0
+    compute_output: float = 0.0
+    batch: BatchTiming | None = None  # queue and compute_infer, once it joined a batch
+
+    def output_since(self, started: float) -> None:
+        self.compute_output += time.perf_counter() - started
+
+
+@dataclass
 class Call:
     """One request as the dataplane sees it, whatever brought it."""
 
@@ -43,6 +57,7 @@ class Call:
     # When it had arrived whole (perf_counter): its latency budget starts there.
     received: float = field(default_factory=time.perf_counter)
     ticket: Ticket | None = None  # its place in the admission gate, once the transport admitted it
+    stages: Stages = field(default_factory=lambda: Stages())  # where its time went
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.received) * 1000, 3)
@@ -123,38 +138,65 @@ class DataPlane:
             metrics.requests.labels(model_label, version_label, call.endpoint, exc.outcome).inc()
             if isinstance(exc, Overloaded):
                 metrics.rejected.labels(model_label, version_label, exc.reason).inc()
+            if version_label:
+                metrics.failure_seconds.labels(model_label, version_label).inc(
+                    time.perf_counter() - call.received
+                )
             raise
         metrics.requests.labels(model_label, version_label, call.endpoint, "ok").inc()
         metrics.request_seconds.labels(model_label, version_label, call.endpoint).observe(
             time.perf_counter() - call.received
         )
+        self._count_stages(model, call.stages)
         return result
 
-    async def to_input(self, model: LoadedModel, payload: object) -> NDArray[np.generic]:
-        """What a client sent -> the model's input, by its modality, timed per model."""
+    def _count_stages(self, model: LoadedModel, stages: Stages) -> None:
+        if stages.batch is None:  # it never reached a batcher (/explain, say)
+            return
+        metrics = self.runtime.metrics
+        labels = (model.name, str(model.version))
+        for stage, seconds in (
+            ("queue", stages.batch.queue_s),
+            ("compute_input", stages.compute_input),
+            ("compute_infer", stages.batch.infer_s),
+            ("compute_output", stages.compute_output),
+        ):
+            metrics.stage_seconds.labels(*labels, stage).observe(seconds)
+        metrics.last_inference.labels(*labels).set(time.time())
+
+    async def to_input(
+        self, model: LoadedModel, payload: object, call: Call | None = None
+    ) -> NDArray[np.generic]:
+        """What a client sent -> the model's input, by its modality, timed as the call's
+        compute_input."""
         started = time.perf_counter()
         x = await model.input.to_input(payload, self.limits)
-        self.runtime.metrics.preprocess_seconds.labels(model.name, str(model.version)).observe(
-            time.perf_counter() - started
-        )
+        if call is not None:
+            call.stages.compute_input += time.perf_counter() - started
         return x
 
     async def infer(self, call: Call, model: LoadedModel, x: NDArray[Any]) -> NDArray[np.float32]:
-        """Batch `x` with the model's other requests, unless the request's budget is already
-        spent (then 503 at once: answering it late helps no one and delays those behind it)."""
+        """Batch `x` with the model's other requests, unless the request's budget is spent, or
+        would be by the time answers come from here (then 503 at once: answering it late helps
+        no one and delays those behind it)."""
         admission = self.runtime.admission
-        admission.check_deadline(call.received)
+        admission.check_deadline(call.received, call.ticket)
         if call.ticket is not None:  # the gate counted one item until the request was parsed
             admission.resize(call.ticket, len(x))
-        return await self.runtime.batcher(model).infer(x)
+        if call.stages.batch is None:
+            call.stages.batch = BatchTiming(time.perf_counter())
+        return await self.runtime.batcher(model).infer(x, call.stages.batch)
 
     async def classify(
         self, call: Call, model: LoadedModel, payload: object, k: int
     ) -> list[Prediction]:
         """One input -> the model's k most probable classes."""
         check_top_k(k, model)
-        logits = await self.infer(call, model, await self.to_input(model, payload))
-        return top_k(logits[0], model.manifest.labels, k)
+        logits = await self.infer(call, model, await self.to_input(model, payload, call))
+        started = time.perf_counter()
+        ranked = top_k(logits[0], model.manifest.labels, k)
+        call.stages.output_since(started)
+        return ranked
 
     # Explanations: within the worker's explain gate, not the predict admission gate.
 

@@ -41,6 +41,8 @@ OUTCOMES = (
     "client_disconnected",
     "error",
 )
+# The stages of digitserve_stage_seconds, as Triton's statistics extension names them.
+STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
 # Server-side latency of an admitted request over the latency its admission estimated.
 OVERRUN_BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 
@@ -52,6 +54,7 @@ class ServiceMetrics:
         from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
         reg = registry if registry is not None else REGISTRY
+        self.registry = reg
         labels = ("model", "version")
         self.requests = Counter(
             "requests",
@@ -89,36 +92,38 @@ class ServiceMetrics:
             "request_seconds", "Time from arrival to answer of successful prediction requests",
             (*labels, "endpoint"), namespace=NAMESPACE, registry=reg, buckets=LATENCY_BUCKETS,
         )  # fmt: skip
-        self.preprocess_seconds = Histogram(
-            "preprocess_seconds",
-            "Decode + validate + preprocess time per image",
-            labels,
+        self.stage_seconds = Histogram(
+            "stage_seconds",
+            "Per answered inference request, the time it spent in each stage: queue (waiting "
+            "for its batch to start), compute_input (decode, validate, preprocess), "
+            "compute_infer (the onnxruntime calls of its batches), compute_output (postprocess "
+            "and encode); as Triton's statistics extension splits it",
+            (*labels, "stage"),
             namespace=NAMESPACE,
             registry=reg,
             buckets=LATENCY_BUCKETS,
         )
-        self.inference_seconds = Histogram(
-            "inference_seconds",
-            "Time of one onnxruntime call",
+        self.failure_seconds = Counter(
+            "request_failure_seconds",
+            "Time from arrival to answer of failed inference requests of a known model",
             labels,
             namespace=NAMESPACE,
             registry=reg,
-            buckets=LATENCY_BUCKETS,
         )
-        self.queue_wait_seconds = Histogram(
-            "queue_wait_seconds",
-            "Time an image waited for its batch to start",
+        self.last_inference = Gauge(
+            "last_inference_timestamp_seconds",
+            "When the model last answered an inference request (Unix time)",
             labels,
             namespace=NAMESPACE,
             registry=reg,
-            buckets=LATENCY_BUCKETS,
+            multiprocess_mode="max",
         )
         buckets = [1.0]
         while buckets[-1] < max_batch_size:
             buckets.append(min(buckets[-1] * 2, float(max_batch_size)))
         self.batch_images = Histogram(
             "batch_images",
-            "Images per onnxruntime call",
+            "Items (images, texts, tensor rows) per onnxruntime call: its count is the calls",
             labels,
             namespace=NAMESPACE,
             registry=reg,

@@ -10,7 +10,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from service.core.admission import Admission
 from service.core.batching import ModelBatcher
@@ -56,6 +56,18 @@ def inference_in_thread(settings: ServiceSettings, model: LoadedModel) -> bool:
     return model.provider == CUDA
 
 
+class Listener(Protocol):
+    """Another way in that the worker serves beside its HTTP API (gRPC): started once the
+    models are warm, stopped before they are."""
+
+    name: str
+    serving: bool
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Runtime:
     def __init__(self, settings: ServiceSettings, registry: CollectorRegistry | None = None):
         self.settings = settings
@@ -71,6 +83,7 @@ class Runtime:
         # One thread per worker decodes the costly images (service.core.image).
         self.decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self.worker_index: int | None = None  # BentoML's worker number, set by the service
+        self.listeners: list[Listener] = []  # started by the HTTP app's lifespan
         self.ready = False
         self._reload_lock = asyncio.Lock()
         # Versions that failed to load, with their files' signature: retried once they change.
@@ -152,6 +165,9 @@ class Runtime:
             return {"reason": "loading"}
         if self.roster.draining():
             return {"reason": "draining"}
+        down = [listener.name for listener in self.listeners if not listener.serving]
+        if down:
+            return {"reason": "listeners", "not_serving": down}
         missing = self.roster.missing_workers()
         if missing:
             return {"reason": "workers", "missing_workers": missing}

@@ -21,20 +21,26 @@ from service.settings import ServiceSettings
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
-def attach(app: FastAPI, runtime: Runtime) -> None:
+def attach(app: FastAPI, runtime: Runtime) -> DataPlane:
     """Serve `runtime`'s models (the BentoML service does so per worker, once they are loaded)."""
     app.state.runtime = runtime
     app.state.dataplane = DataPlane(runtime)
+    return app.state.dataplane
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start an attached runtime that is not started yet (in-process use), and stop it."""
+    """Start an attached runtime that is not started yet, then the other ways in it serves
+    (gRPC), in the worker's event loop; stop them in the reverse order."""
     runtime: Runtime | None = getattr(app.state, "runtime", None)
     if runtime is not None and not runtime.ready:
         await runtime.start()
+    for listener in runtime.listeners if runtime is not None else []:
+        await listener.start()
     yield
     if runtime is not None:
+        for listener in reversed(runtime.listeners):
+            await listener.stop()
         await runtime.stop()
 
 

@@ -2,42 +2,23 @@
 
 Inference endpoints (service.http.surfaces) need DIGITSERVE_API_KEY when it is set; /admin
 endpoints always need DIGITSERVE_ADMIN_API_KEY and are refused (403) when it is not set. A key
-is sent as `Authorization: Bearer <key>` or `X-API-Key: <key>` and compared in constant time.
+is sent as `Authorization: Bearer <key>` or `X-API-Key: <key>` (service/core/keys.py).
 Health, metrics, /models and the OpenAPI page stay open: probes and scrapers carry no keys.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.core.errors import ApiError, Forbidden, HeadersTooLarge, Unauthorized
+from service.core.errors import ApiError, Forbidden, HeadersTooLarge
+from service.core.keys import check_key, presented_key
 from service.http.errors import send_error
 from service.http.surfaces import needs_predict_key
 from service.settings import ServiceSettings
 
 ADMIN_PREFIX = "/admin"
-
-
-def presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    for name, value in headers:
-        if name == b"x-api-key":
-            return value.strip()
-        if name == b"authorization" and value[:7].lower() == b"bearer ":
-            return value[7:].strip()
-    return None
-
-
-def check_key(presented: bytes | None, expected: str, what: str) -> None:
-    if presented is None:
-        raise Unauthorized(
-            f"{what} needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-        )
-    # compare_digest takes time independent of where the first difference is.
-    if not hmac.compare_digest(presented, expected.encode()):
-        raise Forbidden("the API key is not valid")
 
 
 class SecurityMiddleware:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelrepo.layout import list_models, list_versions
 from tests.helpers import EXPORTS, ROOT, Server, required_tool
@@ -99,20 +100,48 @@ def test_predict_batch_keeps_order(server: Server) -> None:
     assert all(len(x["predictions"]) == 2 for x in results)
 
 
+STAGES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+
+def stage_samples(text: str, model: str, version: int, suffix: str) -> dict[str, float]:
+    """digitserve_stage_seconds_<suffix> of one model version per stage, summed over workers."""
+    out = dict.fromkeys(STAGES, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == f"digitserve_stage_seconds_{suffix}" and (
+                labels.get("model"),
+                labels.get("version"),
+            ) == (model, str(version)):
+                out[labels["stage"]] += sample.value
+    return out
+
+
 def test_metrics_are_exposed_and_promtool_clean(server: Server, tmp_path: Path) -> None:
-    httpx.post(f"{server.url}/predict", files={"image": SEVEN})
-    httpx.post(f"{server.url}/predict", files={"image": b"nope"})
+    latest = list_versions(EXPORTS, "mnist-cnn")[-1]
+    before = httpx.get(f"{server.url}/metrics").text
+    assert httpx.post(f"{server.url}/predict", files={"image": SEVEN}).status_code == 200
+    assert httpx.post(f"{server.url}/predict", files={"image": b"nope"}).status_code == 415
     text = httpx.get(f"{server.url}/metrics").text
     for name in (
         "digitserve_requests_total",
-        "digitserve_preprocess_seconds_bucket",
-        "digitserve_inference_seconds_bucket",
+        "digitserve_stage_seconds_bucket",
         "digitserve_batch_images_bucket",
-        "digitserve_queue_wait_seconds_bucket",
+        "digitserve_request_failure_seconds_total",
+        "digitserve_last_inference_timestamp_seconds",
         "digitserve_model_info",
         "bentoml_service_request_duration_seconds_bucket",
     ):
         assert name in text, name
+    for removed in ("preprocess_seconds", "inference_seconds", "queue_wait_seconds"):
+        assert f"digitserve_{removed}" not in text, removed
+    # The answered prediction is one observation of each stage (tests run one at a time); the
+    # refused one never reached a batcher, so it is none.
+    counts = [stage_samples(t, "mnist-cnn", latest, "count") for t in (before, text)]
+    assert {s: counts[1][s] - counts[0][s] for s in STAGES} == dict.fromkeys(STAGES, 1.0)
+    sums = [stage_samples(t, "mnist-cnn", latest, "sum") for t in (before, text)]
+    for stage in ("compute_input", "compute_infer"):  # a decode and an onnxruntime call
+        assert sums[1][stage] > sums[0][stage], stage
     assert 'outcome="ok"' in text and 'outcome="unsupported_media_type"' in text
     # The API's paths skip BentoML's router, not its request metrics.
     for code in ("200", "415"):

@@ -1,5 +1,6 @@
 """`python -m loadtest` against a real server: short runs (seconds each) that check the
-verdicts, the reports and the open loop's arrival rate, not the server's speed."""
+verdicts, the reports, the open loop's arrival rate, the protocols (http, v2-json, v2-binary,
+grpc) and the server's split read from /metrics, not the server's speed."""
 
 from __future__ import annotations
 
@@ -33,6 +34,29 @@ def summary_of(out: Path) -> dict[str, Any]:
     return data
 
 
+STAGES = {"queue", "compute_input", "compute_infer", "compute_output"}
+
+
+def assert_server_split(summary: dict[str, Any], model: str = "mnist-cnn") -> None:
+    """The server counted exactly the run's requests (before/after deltas of /metrics for the
+    model version driven), each with its four stages, and no failures."""
+    assert summary["failures"] == 0, summary["failures_by_status"]
+    server = summary["server"]
+    assert server is not None, summary["server_note"]
+    assert summary["server_note"] is None
+    assert server["model"] == model
+    assert server["requests"] == summary["requests"] > 0
+    assert sum(server["requests_by_endpoint"].values()) == summary["requests"]
+    assert server["stage_counts"] == dict.fromkeys(STAGES, summary["requests"])
+    stages = server["stages_ms"]
+    assert set(stages) == STAGES and all(v >= 0 for v in stages.values())
+    assert stages["compute_infer"] > 0
+    assert server["server_latency_ms"] >= sum(stages.values()) * 0.999
+    client = server["client_latency_ms"]
+    assert client["mean"] == summary["mean_ms"] > 0 and client["p99"] == summary["p99_ms"]
+    assert server["unaccounted_ms"] == pytest.approx(client["mean"] - server["server_latency_ms"])
+
+
 def test_run_meets_slo(server: Server, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = loadtest(
@@ -47,6 +71,11 @@ def test_run_meets_slo(server: Server, tmp_path: Path) -> None:
     assert summary["slo_met"] is True and list(summary["endpoints"]) == ["/predict"]
     assert summary["images_per_s"] is None
     assert "PASS" in result.stdout and "p99" in result.stdout
+    # --protocol http (the default) with the server's split, for the default model.
+    assert summary["protocol"] == "http" and summary["tensors_per_s"] is None
+    assert_server_split(summary)
+    assert list(summary["server"]["requests_by_endpoint"]) == ["/predict"]
+    assert "  Server: queue " in result.stdout and "network+server overhead" in result.stdout
 
 
 def test_run_with_a_relative_out_folder(server: Server, tmp_path: Path) -> None:
@@ -128,3 +157,65 @@ def test_sweep_writes_table_and_plot(server: Server, tmp_path: Path) -> None:
     with Image.open(png) as image:
         image.verify()
         assert image.format == "PNG"
+
+
+@pytest.mark.parametrize(("protocol", "batch"), [("v2-json", 1), ("v2-binary", 32)])
+def test_run_v2_protocols(server: Server, tmp_path: Path, protocol: str, batch: int) -> None:
+    out = tmp_path / protocol
+    result = loadtest(
+        "run", "--host", server.url, "--protocol", protocol, "--batch", str(batch),
+        "--users", "2", "--duration", "2s", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = summary_of(out)
+    assert summary["protocol"] == protocol and summary["batch"] == batch
+    version = summary["server"]["version"]
+    assert list(summary["endpoints"]) == [f"/v2/models/mnist-cnn/versions/{version}/infer"]
+    assert summary["tensors_per_s"] == pytest.approx(summary["success_rps"] * batch)
+    assert_server_split(summary)
+    assert f"protocol    {protocol} mnist-cnn {version}" in result.stdout
+    assert "tensors/s" in result.stdout and "  Server: queue " in result.stdout
+
+
+def test_run_grpc_protocol(server: Server, tmp_path: Path) -> None:
+    grpc_target = getattr(server, "grpc_target", None)
+    if grpc_target is None:
+        pytest.skip("the test server has no gRPC port (Server.grpc_target)")
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
+    out = tmp_path / "grpc"
+    result = loadtest(
+        "run", "--host", server.url, "--protocol", "grpc", "--grpc-target", grpc_target,
+        "--batch", "4", "--users", "2", "--duration", "2s", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = summary_of(out)
+    assert summary["protocol"] == "grpc" and summary["batch"] == 4
+    assert list(summary["endpoints"]) == ["/inference.GRPCInferenceService/ModelInfer"]
+    assert summary["tensors_per_s"] == pytest.approx(summary["success_rps"] * 4)
+    assert_server_split(summary)
+    # A model the server does not have: the server's answer as a sentence, before any load.
+    missing = loadtest(
+        "run", "--host", server.url, "--protocol", "grpc", "--grpc-target", grpc_target,
+        "--model", "no-such-model", "--duration", "2s", "--out", str(tmp_path / "missing"),
+    )  # fmt: skip
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert "not loaded" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--protocol", "v2-json", "--model", "no-such-model"], "'no-such-model' is not loaded"),
+        (["--protocol", "v2-binary", "--model", "text-topics"], "drives image models only"),
+        (["--protocol", "v2-binary", "--batch", "1000"], "answered 413"),
+        (["--protocol", "v2-json", "--weights", "batch=1"], "--weights picks /predict"),
+    ],
+)
+def test_run_refuses_bad_combinations(
+    server: Server, tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "bad"
+    result = loadtest("run", "--host", server.url, *args, "--duration", "2s", "--out", str(out))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (out / "summary.json").exists()

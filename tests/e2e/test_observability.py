@@ -121,6 +121,15 @@ def test_real_prometheus_scrapes_the_service_and_records_latency(
     assert {r["metric"]["model"] for r in per_model} == {"mnist-cnn"}
     batch = wait_for(prometheus, "model:digitserve_batch_images:mean_rate1m", server)
     assert float(batch[0]["value"][1]) >= 1
+    infer = wait_for(prometheus,
+                     'model_stage:digitserve_stage_seconds:p99_1m{stage="compute_infer"}',
+                     server)  # fmt: skip
+    assert {r["metric"]["model"] for r in infer} == {"mnist-cnn"}
+    assert 0 < float(infer[0]["value"][1]) < 5
+    stages = wait_for(prometheus, "stage:digitserve_stage_seconds:mean_rate1m", server)
+    assert {r["metric"]["stage"] for r in stages} == {
+        "queue", "compute_input", "compute_infer", "compute_output"
+    }  # fmt: skip
 
 
 def json_after(prefix: str, text: str) -> list[str]:

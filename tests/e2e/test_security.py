@@ -6,6 +6,7 @@ API's JSON error shape, and the server stays ready."""
 from __future__ import annotations
 
 import base64
+import json
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -51,6 +52,23 @@ def v2_infer(url: str, headers: dict[str, str]) -> httpx.Response:
     return httpx.post(f"{url}/v2/models/digits-cnn/infer", json=body, headers=headers, timeout=30)
 
 
+def v2_infer_binary(url: str, headers: dict[str, str]) -> httpx.Response:
+    """The binary tensor extension: a JSON header, the tensor's raw bytes after it, and the
+    logits asked for as raw bytes too."""
+    header = json.dumps({
+        "inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                    "parameters": {"binary_data_size": 256}}],
+        "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+    }).encode()  # fmt: skip
+    framing = {"Inference-Header-Content-Length": str(len(header))}
+    return httpx.post(
+        f"{url}/v2/models/digits-cnn/versions/1/infer",
+        content=header + bytes(256),
+        headers={**framing, **headers},
+        timeout=30,
+    )
+
+
 def explain(url: str, headers: dict[str, str]) -> httpx.Response:
     files = {"image": ("7.png", SEVEN, "image/png")}
     return httpx.post(f"{url}/explain", files=files, headers=headers, timeout=30)
@@ -67,6 +85,7 @@ PREDICT_CALLS: list[tuple[str, Request]] = [
     ("/predict/batch", predict_batch),
     ("/predict/text", predict_text),
     ("/v2/models/digits-cnn/infer", v2_infer),
+    ("/v2/models/digits-cnn/versions/1/infer", v2_infer_binary),
     ("/explain", explain),
     ("/explain/text", explain_text),
 ]
@@ -170,6 +189,16 @@ def test_predict_answers_the_digit_with_the_key(keyed: Server) -> None:
     assert r.json()["predictions"][0]["label"] == "7"
 
 
+def test_a_binary_v2_answer_with_the_key_is_framed(keyed: Server) -> None:
+    r = v2_infer_binary(keyed.url, {"X-API-Key": PREDICT_KEY})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/octet-stream"
+    length = int(r.headers["inference-header-content-length"])
+    output = json.loads(r.content[:length])["outputs"][0]
+    assert output["parameters"] == {"binary_data_size": 40}
+    assert len(r.content) == length + 40
+
+
 def test_an_empty_bearer_token_is_403(keyed: Server) -> None:
     for value in (b"Bearer ", b"Bearer    "):
         status = raw_request(keyed.url, "/predict/json", [b"Authorization: " + value])
@@ -269,13 +298,13 @@ def test_keys_are_compared_with_hmac_compare_digest(monkeypatch: pytest.MonkeyPa
     import service.http.security
 
     calls: list[tuple[bytes, bytes]] = []
-    real = service.http.security.hmac.compare_digest
+    real = service.core.keys.hmac.compare_digest
 
     def recording(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(service.http.security.hmac, "compare_digest", recording)
+    monkeypatch.setattr(service.core.keys.hmac, "compare_digest", recording)
     settings = ServiceSettings(api_key=PREDICT_KEY, admin_api_key=ADMIN_KEY)
     check = SecurityMiddleware.check
 

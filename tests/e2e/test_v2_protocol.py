@@ -84,7 +84,7 @@ def test_server_metadata(client: triton.InferenceServerClient) -> None:
     assert client.get_server_metadata() == {
         "name": "digitserve",
         "version": "0.1.0",
-        "extensions": [],
+        "extensions": ["binary_tensor_data", "statistics"],
     }
 
 
@@ -129,11 +129,13 @@ def test_infer_with_a_version_path(
 def test_infer_without_named_outputs_answers_every_output(
     client: triton.InferenceServerClient, digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    # tritonclient then asks for binary outputs; JSON is answered and read all the same.
+    # tritonclient then asks for binary outputs (binary_data_output), and gets them.
     x = digits[0][:3]
     tensor = triton.InferInput("input", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x, binary_data=False)
-    logits = client.infer("digits-cnn", [tensor]).as_numpy("logits")
+    result = client.infer("digits-cnn", [tensor])
+    assert result.get_output("logits")["parameters"] == {"binary_data_size": 3 * 10 * 4}
+    logits = result.as_numpy("logits")
     assert logits is not None
     assert np.abs(logits - offline_logits("digits-cnn", x)).max() <= 1e-5
 
@@ -164,10 +166,14 @@ def test_client_errors_reach_tritonclient_with_their_message(
     with pytest.raises(InferenceServerException, match="is FP32, got INT64") as wrong_type:
         client.infer("digits-cnn", [tensor])
     assert wrong_type.value.status() == "400"
-    binary = triton.InferInput("input", list(x.shape), "FP32")
-    binary.set_data_from_numpy(x)  # binary_data=True: the extension this server does not speak
-    with pytest.raises(InferenceServerException, match="binary tensor data is not supported"):
+    # A binary tensor (tritonclient's default) of a shape the model does not take: the
+    # message comes back through the binary extension's framing too.
+    wide = np.zeros((1, 1, 8, 9), dtype=np.float32)
+    binary = triton.InferInput("input", list(wide.shape), "FP32")
+    binary.set_data_from_numpy(wide)
+    with pytest.raises(InferenceServerException, match="has shape") as wrong_shape:
         client.infer("digits-cnn", [binary])
+    assert wrong_shape.value.status() == "400"
     with pytest.raises(InferenceServerException, match="not loaded") as unknown:
         client.get_model_metadata("nope")
     assert unknown.value.status() == "404"
@@ -252,7 +258,9 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     ("wrong datatype", "POST", INFER, {"json": tensor([1, 1, 8, 8], [0] * 64, "INT64")}, 400,
      "is FP32, got INT64"),
     ("unknown datatype", "POST", INFER, {"json": tensor([1, 1, 8, 8], ZEROS, "FP99")}, 400,
-     "is FP32, got FP99"),
+     "unknown datatype 'FP99'"),
+    ("other protocol datatype", "POST", INFER, {"json": tensor([1, 1, 8, 8], ZEROS, "FP16")},
+     400, "is FP32, got FP16"),
     ("wrong shape", "POST", INFER, {"json": tensor([1, 1, 8, 9], [0.0] * 72)}, 400, "has shape"),
     ("wrong rank", "POST", INFER, {"json": tensor([64], ZEROS)}, 400, "has shape"),
     ("empty batch", "POST", INFER, {"json": tensor([0, 1, 8, 8], [])}, 400, "at least 1"),
@@ -274,14 +282,13 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
      "at most 64"),
     ("malformed json", "POST", INFER, {"content": b'{"inputs": ['}, 400, "not valid JSON"),
     ("no body", "POST", INFER, {}, 400, "invalid inference request"),
-    (
-        "binary extension",
-        "POST",
-        INFER,
-        {"content": b"{}", "headers": {"Inference-Header-Content-Length": "2"}},
-        400,
-        "binary tensor data is not supported; send JSON",
-    ),
+    # The binary extension's framing (tests/e2e/test_v2_binary.py has the rest of its cases).
+    ("binary header without inputs", "POST", INFER,
+     {"content": b"{}", "headers": {"Inference-Header-Content-Length": "2"}}, 400,
+     "inputs: Field required"),
+    ("binary header not a number", "POST", INFER,
+     {"content": b"{}", "headers": {"Inference-Header-Content-Length": "two"}}, 400,
+     "must be a byte count"),
     ("not json", "POST", INFER, {"content": b"x", "headers": {"Content-Type": "text/plain"}}, 415,
      "as JSON"),
     ("unknown path", "GET", "/v2/nothing", {}, 404, "no endpoint at /v2/nothing"),

@@ -171,6 +171,33 @@ def test_a_request_that_already_waited_its_budget_is_refused() -> None:
     admission.check_deadline(clock())
 
 
+def test_a_request_the_rest_of_the_way_would_make_late_is_refused_before_its_batch() -> None:
+    admission, clock = learnt(0.01, budget_s=1.0)
+    for _ in range(MIN_SAMPLES):  # alone, answers take 0.2 s from joining their batch
+        ticket = admission.enter(clock())
+        admission.check_deadline(ticket.arrived, ticket)
+        clock.advance(0.2)
+        admission.leave(ticket)
+    assert admission.tail_item_s == pytest.approx(0.2, rel=0.05)
+    admission.check_deadline(clock() - 0.75)  # 0.75 + 0.2 is within the budget
+    with pytest.raises(Overloaded) as refused:
+        admission.check_deadline(clock() - 0.85)
+    assert refused.value.detail["expected_ms"] == pytest.approx(1050, rel=0.01)
+
+
+def test_the_rest_of_the_way_learnt_under_a_burst_shrinks_with_the_load() -> None:
+    admission, clock = learnt(0.001, budget_s=1.0)
+    burst = [admission.enter(clock()) for _ in range(100)]
+    for ticket in burst:  # 100 in flight: each answered 0.5 s after joining
+        admission.check_deadline(ticket.arrived, ticket)
+    clock.advance(0.5)
+    for ticket in burst:
+        admission.leave(ticket)
+    lone = admission.enter(clock())
+    admission.check_deadline(lone.arrived, lone)  # alone it has 5 ms to go, not 0.5 s
+    assert admission.tail_item_s * admission.in_flight == pytest.approx(0.005, rel=0.05)
+
+
 def test_the_overrun_of_every_answer_is_reported_as_a_share_of_the_budget() -> None:
     overruns: list[float] = []
     admission, clock = gate(budget_s=0.5, on_overrun=overruns.append)

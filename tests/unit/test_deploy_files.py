@@ -1,5 +1,7 @@
 """The deployment files are valid for the tools that will read them: the compose schema,
-promtool, the Kubernetes schemas, Grafana's provisioning, and Docker's build context.
+promtool, the Kubernetes schemas, Grafana's provisioning, and Docker's build context; they
+publish the same HTTP and gRPC ports; and the dashboard and rules read only metrics the service
+defines.
 
 No Docker engine runs here; what can be checked without one is checked for real."""
 
@@ -15,11 +17,16 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.core.metrics import STAGES, ServiceMetrics
 from tests.helpers import ROOT, required_tool
 
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
+RULES = sorted((PROMETHEUS / "rules").glob("*.yml"))
+DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 K8S = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
+HTTP_PORT = 3000
+GRPC_PORT = 8001  # Triton's gRPC port, the service's default
 
 
 def compose(name: str) -> dict[str, Any]:
@@ -55,7 +62,7 @@ def test_compose_builds_and_mounts_exist() -> None:
 def test_compose_runs_the_expected_stack() -> None:
     services = compose("docker-compose.yml")["services"]
     assert {"service", "prometheus", "grafana", "locust-master", "locust-worker"} <= set(services)
-    assert services["service"]["ports"] == ["3000:3000"]
+    assert services["service"]["ports"] == ["3000:3000", "8001:8001"]
     for locust in ("locust-master", "locust-worker"):
         assert services[locust]["profiles"] == ["loadtest"]
         assert "/mnt/project/loadtest/locustfile.py" in services[locust]["command"]
@@ -112,7 +119,7 @@ def test_promtool_accepts_the_prometheus_config_and_rules(tmp_path: Path) -> Non
     (tmp_path / "prometheus.yml").write_text(config)
     for args in (
         ["check", "config", str(tmp_path / "prometheus.yml")],
-        ["check", "rules", *map(str, (PROMETHEUS / "rules").glob("*.yml"))],
+        ["check", "rules", *map(str, RULES)],
     ):
         result = subprocess.run([tool, *args], capture_output=True, text=True, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -125,11 +132,23 @@ def test_kubernetes_manifests_match_the_kubernetes_schemas(path: Path) -> None:
         kubernetes_validate.validate(document, "1.37", strict=True)
 
 
+def k8s(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "deploy" / "k8s" / name).read_text())
+    return data
+
+
 def test_kubernetes_probes_use_the_service_health_endpoints() -> None:
-    deployment = yaml.safe_load((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    deployment = k8s("deployment.yaml")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    probes = {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/livez"}
+    for probe, path in probes.items():  # on HTTP, not the gRPC listener
+        assert set(container[probe]) - {"httpGet"} <= {
+            "periodSeconds", "timeoutSeconds", "failureThreshold", "initialDelaySeconds",
+            "successThreshold",
+        }, probe  # fmt: skip
+        assert container[probe]["httpGet"]["path"] == path
+        assert ports[container[probe]["httpGet"]["port"]] == HTTP_PORT, probe
     assert container["resources"]["requests"] and container["resources"]["limits"]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
@@ -148,12 +167,158 @@ def test_grafana_provisioning_points_at_the_dashboard_and_datasource() -> None:
     for wanted in (
         "Requests per second",
         "Latency quantiles",
-        "Images per onnxruntime call",
-        "Inference and preprocessing",
+        "Items per onnxruntime call",
+        "Inference time by model",
+        "Queue, input and output time by model",
+        "Where the time goes",
         "Errors by status",
         "Models loaded",
     ):
         assert any(t.startswith(wanted) for t in titles), wanted
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), ids
+    cells = [
+        (x, y)
+        for p in dashboard["panels"]
+        for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+        for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])
+    ]
+    assert len(cells) == len(set(cells)), "dashboard panels overlap"
+    assert all(x < 24 for x, _ in cells), "a panel is wider than the 24-column grid"
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == uid
         assert all(target["expr"] for target in panel["targets"])
+
+
+# ---- ports: HTTP 3000 and gRPC 8001 in every deployment file ------------------------------
+
+
+def _dockerfile_stages() -> dict[str, str]:
+    parts = re.split(r"^FROM \S+ AS (\S+)$", (ROOT / "Dockerfile").read_text(), flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_the_grpc_port_is_published_with_the_same_number_everywhere() -> None:
+    runtime = {name: text for name, text in _dockerfile_stages().items() if "\nCMD " in text}
+    assert set(runtime) == {"cpu", "gpu"}
+    for name, text in runtime.items():
+        exposed = {int(p) for line in re.findall(r"^EXPOSE (.+)$", text, re.M)
+                   for p in line.split()}  # fmt: skip
+        assert exposed == {HTTP_PORT, GRPC_PORT}, name
+        assert re.search(rf"^\s+DIGITSERVE_GRPC_PORT={GRPC_PORT}\b", text, re.M), name
+        # The gRPC listener binds the HTTP listener's host: all interfaces in the container.
+        assert re.search(r'^CMD \[.*"--host", "0\.0\.0\.0"\]$', text, re.M), name
+
+    ports = compose("docker-compose.yml")["services"]["service"]["ports"]
+    assert f"{GRPC_PORT}:{GRPC_PORT}" in ports and f"{HTTP_PORT}:{HTTP_PORT}" in ports
+    assert "ports" not in compose("docker-compose.gpu.yml")["services"]["service"]
+
+    container = k8s("deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container_ports == {"http": HTTP_PORT, "grpc": GRPC_PORT}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env.get("DIGITSERVE_GRPC_PORT", str(GRPC_PORT)) == str(GRPC_PORT)
+
+    service_ports = {p["name"]: p for p in k8s("service.yaml")["spec"]["ports"]}
+    assert set(service_ports) == {"http", "grpc"}
+    grpc = service_ports["grpc"]
+    assert grpc["port"] == GRPC_PORT and grpc.get("appProtocol") == "grpc"
+    assert container_ports.get(grpc["targetPort"], grpc["targetPort"]) == GRPC_PORT
+    http = service_ports["http"]
+    assert container_ports.get(http["targetPort"], http["targetPort"]) == HTTP_PORT
+
+
+def test_the_grpc_port_is_the_service_default_and_binds_the_http_host() -> None:
+    from service.settings import ServiceSettings
+
+    assert ServiceSettings.model_fields["grpc_port"].default == GRPC_PORT
+    # python -m service binds gRPC to --host unless DIGITSERVE_GRPC_HOST is set: setting it
+    # in a deployment file would split the two listeners' addresses.
+    container = k8s("deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
+    texts = {
+        "Dockerfile": (ROOT / "Dockerfile").read_text(),
+        **{name: (ROOT / name).read_text() for name in COMPOSE_FILES},
+        "deployment.yaml": " ".join(e["name"] for e in container["env"]),
+    }
+    for name, text in texts.items():
+        assert "DIGITSERVE_GRPC_HOST" not in text, name
+
+
+# ---- the dashboard and rules read metrics the service defines -----------------------------
+
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gauge": ("",),
+    "summary": ("", "_sum", "_count", "_created"),
+}
+
+
+def _service_series_names() -> set[str]:
+    """The series names ServiceMetrics exposes, built on a private registry."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    ServiceMetrics(max_batch_size=32, registry=registry)
+    names = {f.name + suffix for f in registry.collect() for suffix in SUFFIXES[f.type]}
+    assert "digitserve_stage_seconds_bucket" in names  # the suffixes are as expected
+    return names
+
+
+def _rules() -> list[dict[str, Any]]:
+    return [rule for path in RULES for group in yaml.safe_load(path.read_text())["groups"]
+            for rule in group["rules"]]  # fmt: skip
+
+
+def _queries() -> dict[str, str]:
+    """Every PromQL expression in the dashboards and rules, by where it is."""
+    queries = {
+        f"{path.name} panel {panel['id']} {target['refId']}": target["expr"]
+        for path in DASHBOARDS
+        for panel in json.loads(path.read_text())["panels"]
+        for target in panel["targets"]
+    }
+    for rule in _rules():
+        queries[f"rule {rule.get('record') or rule.get('alert')}"] = rule["expr"]
+    return queries
+
+
+STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+def test_dashboards_and_rules_read_only_metrics_the_service_defines() -> None:
+    series = _service_series_names()
+    recorded = {rule["record"] for rule in _rules() if "record" in rule}
+    used: set[str] = set()
+    for where, expr in _queries().items():
+        for name in NAME.findall(STRING.sub('""', expr)):
+            if ":" in name:  # a recording rule's name
+                assert name in recorded, f"{where}: {name} is no recording rule"
+            elif name.startswith("digitserve_"):
+                assert name in series, f"{where}: the service defines no {name}"
+                used.add(name)
+        for values in re.findall(r'\bstage\s*!?=~?\s*"([^"]*)"', expr):
+            for stage in values.split("|"):
+                assert stage in STAGES, f"{where}: no stage {stage!r} (stages: {STAGES})"
+    # What the stage histogram replaced is gone, and it is read instead.
+    for removed in ("preprocess_seconds", "inference_seconds", "queue_wait_seconds"):
+        assert not any(removed in expr for expr in _queries().values()), removed
+    assert {"digitserve_stage_seconds_bucket", "digitserve_stage_seconds_sum",
+            "digitserve_stage_seconds_count"} <= used  # fmt: skip
+
+
+def test_promtool_accepts_every_dashboard_query(tmp_path: Path) -> None:
+    # Each dashboard query as a recording rule, so promtool parses the PromQL Grafana sends.
+    tool = required_tool("promtool")
+    rules = [
+        {"record": f"dashboard:query_{i}", "expr": expr}
+        for i, (where, expr) in enumerate(_queries().items())
+        if not where.startswith("rule ")
+    ]
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run([tool, "check", "rules", str(path)],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout + result.stderr

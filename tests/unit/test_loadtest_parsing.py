@@ -145,11 +145,13 @@ def test_summarise_locust_csv(tmp_path: Path) -> None:
     assert summary.failures_by_status == {"503": 13, "client overloaded": 5, "connection": 2}
     assert list(summary.endpoints) == ["/predict", "/predict/batch", "/predict/json"]
     assert summary.endpoints["/predict"]["p99_ms"] == 40
+    assert summary.endpoints["/predict"]["mean_ms"] == 8.1 and summary.mean_ms == 9.0
     assert summary.endpoints["/predict/json"] == {
         "requests": 0,
         "failures": 0,
         "rps": 0.0,
         "success_rps": 0.0,
+        "mean_ms": 0.0,
         "p50_ms": 0.0,
         "p95_ms": 0.0,
         "p99_ms": 0.0,

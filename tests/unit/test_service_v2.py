@@ -1,6 +1,6 @@
 """The Open Inference Protocol's stages without a server: version parsing, header checks, input
-decoding (FP32 images and INT64 token ids), output selection; and the answers of an app whose
-models are not loaded yet."""
+decoding (FP32 images and INT64 token ids, as JSON values and as raw bytes), output selection;
+and the answers of an app whose models are not loaded yet."""
 
 import asyncio
 from typing import Any
@@ -11,28 +11,24 @@ import pytest
 from starlette.datastructures import Headers
 
 from service.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.core.tensors import TensorSpec, parse_version, requested_outputs, spec_of
 from service.http.app import create_app
 from service.http.routes.v2 import (
-    MetadataTensor,
     RequestInput,
-    RequestOutput,
-    check_headers,
+    check_content_type,
     decode_input,
-    parse_version,
-    requested_outputs,
-    tensor_metadata,
 )
 
-IMAGE = MetadataTensor(name="input", datatype="FP32", shape=[-1, 1, 8, 8])
-TOKENS = MetadataTensor(name="ids", datatype="INT64", shape=[-1, 6])
-LOGITS = MetadataTensor(name="logits", datatype="FP32", shape=[-1, 10])
+IMAGE = TensorSpec("input", "FP32", (-1, 1, 8, 8))
+TOKENS = TensorSpec("ids", "INT64", (-1, 6))
+LOGITS = TensorSpec("logits", "FP32", (-1, 10))
 ZEROS_REQUEST = {
     "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0] * 64}]
 }
 
 
 def one_input(
-    spec: MetadataTensor, shape: list[int], data: list[Any], datatype: str = ""
+    spec: TensorSpec, shape: list[int], data: list[Any], datatype: str = ""
 ) -> list[RequestInput]:
     return [
         RequestInput(name=spec.name, shape=shape, datatype=datatype or spec.datatype, data=data)
@@ -40,14 +36,21 @@ def one_input(
 
 
 def decode(
-    spec: MetadataTensor,
+    spec: TensorSpec,
     shape: list[int],
     data: list[Any],
     *,
     datatype: str = "",
     max_id: int | None = None,
 ) -> np.ndarray:
-    return decode_input(one_input(spec, shape, data, datatype), spec, "m:1", 64, max_id)
+    return decode_input(one_input(spec, shape, data, datatype), [], spec, "m:1", 64, max_id)
+
+
+def decode_raw(
+    spec: TensorSpec, shape: list[int], raw: bytes, *, max_id: int | None = None
+) -> np.ndarray:
+    sent = [RequestInput(name=spec.name, shape=shape, datatype=spec.datatype)]
+    return decode_input(sent, [memoryview(raw)], spec, "m:1", 64, max_id)
 
 
 def test_fp32_flat_and_nested_give_the_same_array() -> None:
@@ -56,6 +59,48 @@ def test_fp32_flat_and_nested_give_the_same_array() -> None:
     nested = decode(IMAGE, [2, 1, 8, 8], values.reshape(2, 1, 8, 8).tolist())
     assert flat.dtype == np.float32 and flat.shape == (2, 1, 8, 8)
     assert np.array_equal(flat, nested) and np.array_equal(flat.ravel(), values)
+
+
+def test_raw_bytes_give_the_same_array_as_json_values() -> None:
+    values = np.arange(128, dtype=np.float32).reshape(2, 1, 8, 8)
+    raw = decode_raw(IMAGE, [2, 1, 8, 8], values.astype("<f4").tobytes())
+    assert raw.dtype == np.float32 and np.array_equal(
+        raw, decode(IMAGE, [2, 1, 8, 8], values.tolist())
+    )
+    ids = np.array([[5, 6, 7, 0, 0, 0]], dtype="<i8")
+    assert np.array_equal(decode_raw(TOKENS, [1, 6], ids.tobytes(), max_id=10), ids)
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape", "raw", "max_id", "message"),
+    [
+        (IMAGE, [1, 1, 8, 8], b"\0" * 255, None, "255 bytes of data; FP32 of shape .* is 256"),
+        (IMAGE, [1, 1, 8, 8], b"\0" * 257, None, "is 256 bytes"),
+        (IMAGE, [1, 1, 8, 8], np.full(64, np.nan, "<f4").tobytes(), None, "finite"),
+        (TOKENS, [1, 6], np.full(6, 10, "<i8").tobytes(), 10, r"\[0, 10\)"),
+        (TOKENS, [1, 6], np.full(6, -1, "<i8").tobytes(), 10, r"\[0, 10\)"),
+    ],
+)
+def test_raw_refusals(
+    spec: TensorSpec, shape: list[int], raw: bytes, max_id: int | None, message: str
+) -> None:
+    with pytest.raises(BadRequest, match=message):
+        decode_raw(spec, shape, raw, max_id=max_id)
+
+
+def test_an_input_needs_data_or_bytes_but_not_both() -> None:
+    with pytest.raises(BadRequest, match="neither data nor a binary_data_size"):
+        decode_input(
+            [RequestInput(name="input", shape=[1, 1, 8, 8], datatype="FP32")], [], IMAGE, "m:1", 64
+        )
+    both = one_input(IMAGE, [1, 1, 8, 8], [0] * 64)
+    with pytest.raises(BadRequest, match="both data and a binary_data_size"):
+        decode_input(both, [memoryview(b"\0" * 256)], IMAGE, "m:1", 64)
+
+
+def test_unknown_datatypes_are_named() -> None:
+    with pytest.raises(BadRequest, match="unknown datatype 'FLOAT'"):
+        decode(IMAGE, [1, 1, 8, 8], [0] * 64, datatype="FLOAT")
 
 
 def test_fp32_accepts_json_integers() -> None:
@@ -113,24 +158,23 @@ def test_batch_limit() -> None:
 def test_one_input_by_the_model_name() -> None:
     twice = one_input(IMAGE, [1, 1, 8, 8], [0] * 64) * 2
     with pytest.raises(BadRequest, match="one input named 'input'"):
-        decode_input(twice, IMAGE, "m:1", 64)
+        decode_input(twice, [], IMAGE, "m:1", 64)
     renamed = [RequestInput(name="x", shape=[1, 1, 8, 8], datatype="FP32", data=[0] * 64)]
     with pytest.raises(BadRequest, match="one input named 'input'"):
-        decode_input(renamed, IMAGE, "m:1", 64)
+        decode_input(renamed, [], IMAGE, "m:1", 64)
 
 
 def test_unsupported_model_datatype() -> None:
-    spec = MetadataTensor(name="input", datatype="FP16", shape=[-1, 4])
+    spec = TensorSpec("input", "FP16", (-1, 4))
     with pytest.raises(BadRequest, match="reads"):
         decode(spec, [1, 4], [0] * 4)
 
 
 def test_requested_outputs() -> None:
     assert requested_outputs(None, LOGITS) == ["logits"]
-    twice = [RequestOutput(name="logits"), RequestOutput(name="logits")]
-    assert requested_outputs(twice, LOGITS) == ["logits"]
+    assert requested_outputs(["logits", "logits"], LOGITS) == ["logits"]
     with pytest.raises(BadRequest, match="no output named 'probs'"):
-        requested_outputs([RequestOutput(name="probs")], LOGITS)
+        requested_outputs(["probs"], LOGITS)
 
 
 @pytest.mark.parametrize("text", ["1", "12", "007"])
@@ -145,19 +189,17 @@ def test_bad_versions(text: str) -> None:
 
 
 def test_headers() -> None:
-    check_headers(Headers({}), has_body=True)  # tritonclient sends no Content-Type
-    check_headers(Headers({"content-type": "application/json; charset=utf-8"}), has_body=True)
-    check_headers(Headers({"content-type": "text/plain"}), has_body=False)
+    check_content_type(Headers({}), has_body=True)  # tritonclient sends no Content-Type
+    check_content_type(Headers({"content-type": "application/json; charset=utf-8"}), has_body=True)
+    check_content_type(Headers({"content-type": "text/plain"}), has_body=False)
     with pytest.raises(UnsupportedMediaType):
-        check_headers(Headers({"content-type": "text/plain"}), has_body=True)
-    with pytest.raises(BadRequest, match="binary tensor data is not supported; send JSON"):
-        check_headers(Headers({"inference-header-content-length": "10"}), has_body=True)
+        check_content_type(Headers({"content-type": "text/plain"}), has_body=True)
 
 
 def test_tensor_metadata_maps_types_and_dynamic_dims() -> None:
-    meta = tensor_metadata("ids", "tensor(int64)", ["batch", None, 48])
-    assert (meta.datatype, meta.shape) == ("INT64", [-1, -1, 48])
-    assert tensor_metadata("x", "tensor(float)", [2]).datatype == "FP32"
+    meta = spec_of("ids", "tensor(int64)", ["batch", None, 48])
+    assert (meta.datatype, meta.shape) == ("INT64", (-1, -1, 48))
+    assert spec_of("x", "tensor(float)", [2]).datatype == "FP32"
 
 
 def test_not_ready_answers_in_the_protocol_shape() -> None:

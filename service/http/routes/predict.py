@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import Any
 
 import numpy as np
@@ -151,7 +152,7 @@ async def predict_batch(request: Request) -> Response:
         inputs = []
         for i, (filename, data) in enumerate(uploads):
             try:
-                inputs.append(await plane.to_input(model, data))
+                inputs.append(await plane.to_input(model, data, call))
             except ApiError as exc:
                 exc.detail = {
                     "image": i,
@@ -160,12 +161,14 @@ async def predict_batch(request: Request) -> Response:
                 }
                 raise
         logits = await plane.infer(call, model, np.concatenate(inputs))
+        started = time.perf_counter()
         results = [
             ImageResult(
                 index=i, filename=filename, predictions=rank(row, model.manifest.labels, top_k)
             )
             for i, ((filename, _), row) in enumerate(zip(uploads, logits, strict=True))
         ]
+        call.stages.output_since(started)
         return BatchPredictResponse(
             model=model.name, version=model.version, results=results, latency_ms=call.elapsed_ms()
         )

@@ -1,27 +1,27 @@
 """The Open Inference Protocol (KServe V2, as Triton speaks it) over REST, on the same models,
 batchers and metrics as the rest of the API.
 
-Stages of an inference request: check the headers -> parse the JSON body (pydantic) -> resolve
-the model -> decode the input tensor against the model's input -> batch + infer -> encode the
-requested outputs. JSON tensors only: the binary tensor extension is refused with a 400 that says
-so. Errors on these paths have the protocol's shape, `{"error": "..."}` (`error_body`, which the
-layers in front of the routes use too: service/http/surfaces.py).
+Stages of an inference request: check the headers -> parse the JSON body (pydantic), or with
+the binary tensor extension the JSON header and the raw tensors after it (service/http/
+binary_tensors.py) -> resolve the model -> decode the input tensor against the model's input
+(service/core/tensors.py, shared with gRPC) -> batch + infer -> encode the requested outputs, as
+JSON or raw bytes. The statistics extension reads the service's metrics (service/core/
+statistics.py). Errors on these paths have the protocol's shape, `{"error": "..."}`
+(`error_body`, which the layers in front of the routes use too: service/http/surfaces.py).
 """
 
 from __future__ import annotations
 
-import math
-import re
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import Headers
 from starlette.routing import Match
 
@@ -31,38 +31,29 @@ from service.core.errors import (
     BadRequest,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     UnsupportedMediaType,
 )
 from service.core.models import LoadedModel
+from service.core.statistics import model_statistics
+from service.core.tensors import (
+    TensorSpec,
+    check_input,
+    from_raw,
+    from_values,
+    input_spec,
+    output_spec,
+    parse_version,
+    raw_bytes,
+    requested_outputs,
+)
+from service.http import binary_tensors as binary
 from service.http.context import call_of, dataplane_of
 
 PREFIX = "/v2"
 PLATFORM = "onnxruntime_onnx"
 INFER_ENDPOINT = "/v2/infer"  # the endpoint label of digitserve_requests_total
-BINARY_HEADER = "inference-header-content-length"
 
-# onnxruntime's element types -> the protocol's datatypes.
-DATATYPES: dict[str, str] = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(bfloat16)": "BF16",
-    "tensor(string)": "BYTES",
-}
-# The datatypes an input may have here, and the JSON values (numpy kinds) each accepts.
-INPUT_DTYPES: dict[str, type[np.generic]] = {"FP32": np.float32, "INT64": np.int64}
-JSON_KINDS = {"FP32": "iuf", "INT64": "iu"}
-INT64_MAX = np.iinfo(np.int64).max
+EXTENSIONS = ["binary_tensor_data", "statistics"]
 
 
 def owns(path: str) -> bool:
@@ -107,7 +98,7 @@ class ServerMetadataResponse(_Body):
     name: str = Field(description="the server's name", examples=["digitserve"])
     version: str = Field(description="the server's version", examples=["0.1.0"])
     extensions: list[str] = Field(
-        description="protocol extensions supported (none: JSON tensors only)", examples=[[]]
+        description="protocol extensions supported", examples=[EXTENSIONS]
     )
 
 
@@ -131,9 +122,15 @@ class RequestInput(_Body):
         description="the whole batch's shape; the first axis is the batch", examples=[[1, 1, 8, 8]]
     )
     datatype: str = Field(description="must be the model input's datatype", examples=["FP32"])
-    parameters: dict[str, Any] | None = Field(None, description="accepted and ignored")
-    data: list[Any] = Field(
-        description="the tensor's values in row-major order, as a flat list or nested lists",
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="`binary_data_size`: the tensor's bytes follow the JSON header (binary "
+        "tensor extension) instead of `data`; others are accepted and ignored",
+    )
+    data: list[Any] | None = Field(
+        None,
+        description="the tensor's values in row-major order, as a flat list or nested lists "
+        "(absent when the parameters give a binary_data_size)",
         examples=[[0.0] * 64],
     )
 
@@ -141,13 +138,19 @@ class RequestInput(_Body):
 class RequestOutput(_Body):
     name: str = Field(description="an output of the model", examples=["logits"])
     parameters: dict[str, Any] | None = Field(
-        None, description="accepted and ignored (outputs are always answered as JSON)"
+        None,
+        description="`binary_data`: true answers this output as raw bytes after the JSON "
+        "header (binary tensor extension); others are accepted and ignored",
     )
 
 
 class InferenceRequest(_Body):
     id: str | None = Field(None, description="echoed in the response", examples=["42"])
-    parameters: dict[str, Any] | None = Field(None, description="accepted and ignored")
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="`binary_data_output`: true answers every output not asking otherwise as "
+        "raw bytes; others are accepted and ignored",
+    )
     inputs: list[RequestInput] = Field(min_length=1, description="the model's one input tensor")
     outputs: list[RequestOutput] | None = Field(
         None, description="outputs to return; default: all of them"
@@ -158,7 +161,12 @@ class ResponseOutput(_Body):
     name: str = Field(examples=["logits"])
     datatype: str = Field(examples=["FP32"])
     shape: list[int] = Field(examples=[[1, 10]])
-    data: list[float] | list[int] = Field(description="row-major values (logits, not softmax)")
+    parameters: dict[str, Any] | None = Field(
+        None, description="`binary_data_size` when the output's bytes follow the JSON header"
+    )
+    data: list[float] | list[int] | None = Field(
+        None, description="row-major values (logits, not softmax), unless sent as raw bytes"
+    )
 
 
 class InferenceResponse(_Body):
@@ -166,6 +174,39 @@ class InferenceResponse(_Body):
     model_version: str = Field(description="the version that answered", examples=["1"])
     id: str | None = Field(None, description="the request's id, when it gave one")
     outputs: list[ResponseOutput]
+
+
+class StatisticDuration(_Body):
+    count: int = Field(description="how many", examples=[42])
+    ns: int = Field(description="their cumulative time in nanoseconds", examples=[84000000])
+
+
+class InferStatistics(_Body):
+    success: StatisticDuration = Field(description="answered requests, arrival to answer")
+    fail: StatisticDuration = Field(description="failed requests of this model")
+    queue: StatisticDuration = Field(description="waiting for a batch to start")
+    compute_input: StatisticDuration = Field(description="decode, validate, preprocess")
+    compute_infer: StatisticDuration = Field(description="the onnxruntime calls")
+    compute_output: StatisticDuration = Field(description="postprocess and encode")
+    cache_hit: StatisticDuration = Field(description="always 0: no response cache")
+    cache_miss: StatisticDuration = Field(description="always 0: no response cache")
+
+
+class ModelStatisticsEntry(_Body):
+    name: str = Field(examples=["mnist-cnn"])
+    version: str = Field(examples=["2"])
+    last_inference: int = Field(description="Unix time in ms of the last inference, 0 if none")
+    inference_count: int = Field(description="items inferred (images, texts, tensor rows)")
+    execution_count: int = Field(description="onnxruntime calls (batches)")
+    inference_stats: InferStatistics
+    batch_stats: list[dict[str, Any]] = Field(
+        description="per batch size: not kept (digitserve_batch_images has the sizes)",
+        examples=[[]],
+    )
+
+
+class StatisticsResponse(_Body):
+    model_stats: list[ModelStatisticsEntry]
 
 
 class ProtocolRoute(APIRoute):
@@ -176,33 +217,48 @@ class ProtocolRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            check_headers(request.headers, has_body=self.body_field is not None)
+            has_body = self.body_field is not None
+            if has_body and binary.HEADER in request.headers:
+                # The binary extension: the JSON header is parsed here, not by FastAPI (which
+                # would read the whole body as JSON), and the raw tensors wait in the state.
+                parsed, request.state.binary = await read_framed(request)
+                return await self.endpoint(request=request, body=parsed, **request.path_params)
+            check_content_type(request.headers, has_body=has_body)
             try:
                 return await handler(request)
             except RequestValidationError as exc:
-                raise BadRequest(describe_invalid(exc)) from None
+                raise BadRequest(describe_invalid(exc.errors())) from None
 
         return handle
 
 
-def check_headers(headers: Headers, *, has_body: bool) -> None:
+def check_content_type(headers: Headers, *, has_body: bool) -> None:
     """Refuse what would otherwise be misread as a malformed JSON body."""
-    if BINARY_HEADER in headers:
-        raise BadRequest(
-            "binary tensor data is not supported; send JSON (no Inference-Header-Content-Length "
-            "header; with tritonclient, binary_data=False on inputs and outputs)"
-        )
     content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if has_body and content_type != "application/json" and not content_type.endswith("+json"):
         raise UnsupportedMediaType(
-            f"send the inference request as JSON (Content-Type: application/json), "
-            f"not {content_type}"
+            f"send the inference request as JSON (Content-Type: application/json), or with "
+            f"the binary tensor extension's Inference-Header-Content-Length; not {content_type}"
         )
 
 
-def describe_invalid(exc: RequestValidationError) -> str:
+async def read_framed(request: Request) -> tuple[InferenceRequest, memoryview]:
+    """A binary-framed body: its JSON header as an inference request, and the bytes after it."""
+    body = await request.body()
+    given = request.headers.getlist(binary.HEADER)
+    if len(given) != 1:  # two lengths would be ambiguous framing, as two Content-Lengths are
+        raise BadRequest("send one Inference-Header-Content-Length header, not several")
+    length = binary.header_length(given[0], len(body))
+    try:
+        parsed = InferenceRequest.model_validate_json(body[:length])
+    except ValidationError as exc:
+        raise BadRequest(describe_invalid(exc.errors())) from None
+    return parsed, memoryview(body)[length:]
+
+
+def describe_invalid(errors: Sequence[Any]) -> str:
     problems = []
-    for err in exc.errors():
+    for err in errors:
         if err["type"] == "json_invalid":
             problems.append(f"the body is not valid JSON ({err['ctx']['error']})")
             continue
@@ -211,120 +267,76 @@ def describe_invalid(exc: RequestValidationError) -> str:
     return "invalid inference request: " + "; ".join(problems)
 
 
-def parse_version(text: str) -> int:
-    """A version in the path is a string in the protocol; here versions are integers."""
-    if not re.fullmatch(r"[0-9]{1,9}", text):
-        raise BadRequest(f"model version must be a positive integer, got {text!r}")
-    return int(text)
-
-
-def tensor_metadata(name: str, onnx_type: str, shape: Sequence[int | str | None]) -> MetadataTensor:
-    dims = [d if isinstance(d, int) and d >= 0 else -1 for d in shape]  # symbolic dims: -1
-    return MetadataTensor(name=name, datatype=DATATYPES.get(onnx_type, onnx_type), shape=dims)
-
-
-def model_input(model: LoadedModel) -> MetadataTensor:
-    """The input the manifest names, typed by the graph, shaped as its modality says requests
-    send it (the graph and the manifest are checked against each other at load)."""
-    name = model.manifest.input.name
-    node = next(i for i in model.session.get_inputs() if i.name == name)
-    return tensor_metadata(name, node.type, model.input.tensor_shape())
-
-
-def model_output(model: LoadedModel) -> MetadataTensor:
-    """The logits output: the one output LoadedModel.run computes."""
-    name = model.manifest.output_name
-    node = next(o for o in model.session.get_outputs() if o.name == name)
-    return tensor_metadata(name, node.type, node.shape)
+def metadata(spec: TensorSpec) -> MetadataTensor:
+    return MetadataTensor(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
 
 
 def decode_input(
     inputs: list[RequestInput],
-    spec: MetadataTensor,
+    raw: Sequence[memoryview | None],
+    spec: TensorSpec,
     model_key: str,
     max_batch: int,
     max_id: int | None = None,
 ) -> NDArray[Any]:
-    """The request's one input tensor, checked against the model's input, as a numpy array in
-    the model's dtype and shape (N, ...)."""
+    """The request's one input tensor, checked against the model's input by its header first,
+    as a numpy array in the model's dtype and shape (N, ...). `raw` holds each input's bytes
+    when the binary extension carried them."""
     names = [i.name for i in inputs]
-    if names != [spec.name]:
-        raise BadRequest(f"{model_key} takes one input named {spec.name!r}; got {names}")
     tensor = inputs[0]
-    dtype = INPUT_DTYPES.get(spec.datatype)
-    if dtype is None:
-        raise BadRequest(
-            f"{model_key} takes {spec.datatype} input; this server reads {sorted(INPUT_DTYPES)}"
-        )
-    if tensor.datatype != spec.datatype:
-        raise BadRequest(
-            f"input {spec.name!r} of {model_key} is {spec.datatype}, got {tensor.datatype}"
-        )
-    shape = tensor.shape
-    fits = len(shape) == len(spec.shape) and all(
-        want in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
-    )
-    if not fits or any(d < 1 for d in shape):
-        raise BadRequest(
-            f"input {spec.name!r} of {model_key} has shape {spec.shape} (-1: any size of at "
-            f"least 1; the first axis is the batch); got {shape}"
-        )
-    if shape[0] > max_batch:
-        raise PayloadTooLarge(f"at most {max_batch} items per request; got a batch of {shape[0]}")
-    values = tensor_values(tensor.data, spec.datatype, dtype)
-    if values.size != math.prod(shape):
-        raise BadRequest(
-            f"input {spec.name!r} has {values.size} values; shape {shape} needs {math.prod(shape)}"
-        )
-    if max_id is not None and (values.min() < 0 or values.max() >= max_id):
-        raise BadRequest(f"input {spec.name!r} holds token ids, which must be in [0, {max_id})")
-    return values.reshape(shape)
+    check_input(names, tensor.datatype, tensor.shape, spec, model_key, max_batch)
+    data = raw[0] if raw else None
+    if data is not None:
+        if tensor.data is not None:
+            raise BadRequest(f"input {spec.name!r} has both data and a binary_data_size")
+        return from_raw(data, tensor.shape, spec, max_id)
+    if tensor.data is None:
+        raise BadRequest(f"input {spec.name!r} has neither data nor a binary_data_size")
+    return from_values(tensor.data, tensor.shape, spec, max_id)
 
 
-def tensor_values(data: list[Any], datatype: str, dtype: type[np.generic]) -> NDArray[Any]:
-    """JSON values (flat or nested, row-major) as a flat array, refusing what numpy would
-    otherwise convert silently (strings, booleans, fractions for integers, overflow)."""
-    what = "integers" if datatype == "INT64" else "numbers"
-    refusal = BadRequest(f"{datatype} data must be a flat or evenly nested list of {what}")
-    try:
-        values = np.asarray(data)
-    except ValueError:  # nested lists of unequal lengths
-        raise refusal from None
-    if values.size == 0:
-        return values.astype(dtype).ravel()
-    if values.dtype.kind not in JSON_KINDS[datatype]:
-        raise refusal
-    if values.dtype.kind == "u" and datatype == "INT64" and values.max() > INT64_MAX:
-        raise BadRequest("INT64 data must fit in a signed 64-bit integer")
-    with np.errstate(over="ignore"):  # too large for FP32 becomes inf, refused just below
-        out = values.astype(dtype).ravel()
-    if out.dtype.kind == "f" and not np.isfinite(out).all():
-        raise BadRequest(f"{datatype} data must be finite and within the type's range")
-    return out
+def raw_inputs(body: InferenceRequest, blob: memoryview | None) -> list[memoryview | None]:
+    """Each input's raw bytes under the binary extension (None where it sent JSON data)."""
+    sizes = [binary.binary_size(i.parameters, f"input {i.name!r}") for i in body.inputs]
+    if blob is None:
+        if any(size is not None for size in sizes):
+            raise BadRequest(
+                "an input gives a binary_data_size, but the request has no "
+                "Inference-Header-Content-Length header to say where its JSON ends"
+            )
+        return [None] * len(sizes)
+    return binary.split_inputs(sizes, blob)
 
 
-def requested_outputs(outputs: list[RequestOutput] | None, spec: MetadataTensor) -> list[str]:
-    """The outputs to answer, each once, in the order asked; an unknown name is a 400."""
-    if outputs is None:
-        return [spec.name]
-    unknown = [o.name for o in outputs if o.name != spec.name]
-    if unknown:
-        raise BadRequest(f"no output named {unknown[0]!r}; the model's outputs are [{spec.name!r}]")
-    return list(dict.fromkeys(o.name for o in outputs))
+def output_plan(body: InferenceRequest, spec: TensorSpec) -> list[tuple[str, bool]]:
+    """The outputs to answer, in order, each with whether it goes as raw bytes; checked before
+    anything is inferred."""
+    asked = {o.name: o.parameters for o in body.outputs or []}
+    names = requested_outputs(None if body.outputs is None else list(asked), spec)
+    plan = []
+    for name in names:
+        parameters = asked.get(name)
+        for unsupported in ("classification", "shared_memory_region"):
+            if parameters and unsupported in parameters:
+                raise BadRequest(f"output parameter {unsupported!r} is not supported here")
+        plan.append((name, binary.wants_binary(parameters, body.parameters)))
+    return plan
 
 
 def encode_outputs(
-    names: list[str], logits: NDArray[Any], spec: MetadataTensor
-) -> list[ResponseOutput]:
-    return [
-        ResponseOutput(
-            name=name,
-            datatype=spec.datatype,
-            shape=list(logits.shape),
-            data=logits.ravel().tolist(),
-        )
-        for name in names
-    ]
+    plan: list[tuple[str, bool]], logits: NDArray[Any], spec: TensorSpec
+) -> tuple[list[ResponseOutput], list[bytes]]:
+    """The outputs as JSON values, or as raw bytes returned in order to follow the header."""
+    outputs, blobs = [], []
+    for name, as_bytes in plan:
+        output = ResponseOutput(name=name, datatype=spec.datatype, shape=list(logits.shape))
+        if as_bytes:
+            blobs.append(raw_bytes(logits))
+            output.parameters = {binary.SIZE: len(blobs[-1])}
+        else:
+            output.data = logits.ravel().tolist()
+        outputs.append(output)
+    return outputs, blobs
 
 
 def protocol_json(body: BaseModel) -> Response:
@@ -357,7 +369,9 @@ router = APIRouter(
 
 @router.get("", response_model=ServerMetadataResponse, summary="Server metadata")
 async def server_metadata(request: Request) -> ServerMetadataResponse:
-    return ServerMetadataResponse(name="digitserve", version=request.app.version, extensions=[])
+    return ServerMetadataResponse(
+        name="digitserve", version=request.app.version, extensions=EXTENSIONS
+    )
 
 
 @router.get("/health/live", response_model=LiveResponse, summary="Liveness (200 when live)")
@@ -379,15 +393,75 @@ def resolve(plane: DataPlane, name: str, version: str | None) -> LoadedModel:
     return plane.resolve(name, None if version is None else parse_version(version))
 
 
+def statistics(plane: DataPlane, models: list[LoadedModel]) -> StatisticsResponse:
+    """The statistics extension's answer for `models`, all workers' figures added up."""
+    entries = []
+    for stats in model_statistics(plane.runtime.metrics, models):
+        durations = {stage: StatisticDuration(**vars(d)) for stage, d in stats.stages.items()}
+        none = StatisticDuration(count=0, ns=0)
+        entries.append(
+            ModelStatisticsEntry(
+                name=stats.name,
+                version=stats.version,
+                last_inference=stats.last_inference_ms,
+                inference_count=stats.inference_count,
+                execution_count=stats.execution_count,
+                inference_stats=InferStatistics(
+                    success=StatisticDuration(**vars(stats.success)),
+                    fail=StatisticDuration(**vars(stats.fail)),
+                    **durations,
+                    cache_hit=none,
+                    cache_miss=none,
+                ),
+                batch_stats=[],
+            )
+        )
+    return StatisticsResponse(model_stats=entries)
+
+
 def model_metadata(plane: DataPlane, model: LoadedModel) -> ModelMetadataResponse:
     versions = sorted(m.version for m in plane.runtime.models if m.name == model.name)
     return ModelMetadataResponse(
         name=model.name,
         versions=[str(v) for v in versions],
         platform=PLATFORM,
-        inputs=[model_input(model)],
-        outputs=[model_output(model)],
+        inputs=[metadata(input_spec(model))],
+        outputs=[metadata(output_spec(model))],
     )
+
+
+# Before /models/{model_name}: "stats" here is the endpoint, not a model's name (as in Triton).
+@router.get(
+    "/models/stats",
+    response_model=StatisticsResponse,
+    summary="Statistics of every loaded model version (statistics extension)",
+)
+async def statistics_all(request: Request) -> StatisticsResponse:
+    plane = dataplane_of(request)
+    return statistics(plane, list(plane.runtime.models))
+
+
+@router.get(
+    "/models/{model_name}/stats",
+    response_model=StatisticsResponse,
+    summary="Statistics of every loaded version of a model",
+)
+async def statistics_model(request: Request, model_name: str) -> StatisticsResponse:
+    plane = dataplane_of(request)
+    latest = resolve(plane, model_name, None)  # 404 for an unknown model
+    return statistics(plane, [m for m in plane.runtime.models if m.name == latest.name])
+
+
+@router.get(
+    "/models/{model_name}/versions/{model_version}/stats",
+    response_model=StatisticsResponse,
+    summary="Statistics of one model version",
+)
+async def statistics_version(
+    request: Request, model_name: str, model_version: str
+) -> StatisticsResponse:
+    plane = dataplane_of(request)
+    return statistics(plane, [resolve(plane, model_name, model_version)])
 
 
 @router.get(
@@ -442,28 +516,41 @@ async def run_inference(
     call = call_of(request, INFER_ENDPOINT)
     number = None if version is None else parse_version(version)
 
-    async def work(model: LoadedModel) -> InferenceResponse:
-        in_spec, out_spec = model_input(model), model_output(model)
-        names = requested_outputs(body.outputs, out_spec)
+    async def work(model: LoadedModel) -> Response:
+        started = time.perf_counter()
+        raw = raw_inputs(body, getattr(request.state, "binary", None))
+        in_spec, out_spec = input_spec(model), output_spec(model)
+        plan = output_plan(body, out_spec)
         limit = plane.runtime.settings.max_batch_images
-        x = decode_input(body.inputs, in_spec, model.key, limit, model.input.value_limit)
+        x = decode_input(body.inputs, raw, in_spec, model.key, limit, model.input.value_limit)
+        call.stages.compute_input += time.perf_counter() - started
         logits = await plane.infer(call, model, x)
-        return InferenceResponse(
-            model_name=model.name,
-            model_version=str(model.version),
-            id=body.id,
-            outputs=encode_outputs(names, logits, out_spec),
+        started = time.perf_counter()
+        outputs, blobs = encode_outputs(plan, logits, out_spec)
+        answer = InferenceResponse(
+            model_name=model.name, model_version=str(model.version), id=body.id, outputs=outputs
         )
+        response = protocol_response(answer, blobs)
+        call.stages.output_since(started)
+        return response
 
-    result = await plane.serve(call, model_name, number, work)
-    return protocol_json(result)
+    return await plane.serve(call, model_name, number, work)
+
+
+def protocol_response(answer: InferenceResponse, blobs: list[bytes]) -> Response:
+    """The answer as JSON, or framed with the raw outputs after it (binary extension)."""
+    header = answer.model_dump_json(exclude_none=True).encode()
+    if not blobs:
+        return Response(header, media_type="application/json")
+    body, headers = binary.frame(header, blobs)
+    return Response(body, media_type="application/octet-stream", headers=headers)
 
 
 @router.post(
     "/models/{model_name}/infer",
     response_model=InferenceResponse,
     response_model_exclude_none=True,
-    summary="Inference on the highest loaded version, JSON tensors",
+    summary="Inference on the highest loaded version (JSON or binary tensors)",
 )
 async def infer_latest(request: Request, model_name: str, body: InferenceRequest) -> Response:
     return await run_inference(request, model_name, None, body)
@@ -473,7 +560,7 @@ async def infer_latest(request: Request, model_name: str, body: InferenceRequest
     "/models/{model_name}/versions/{model_version}/infer",
     response_model=InferenceResponse,
     response_model_exclude_none=True,
-    summary="Inference on one version, JSON tensors",
+    summary="Inference on one version (JSON or binary tensors)",
 )
 async def infer_version(
     request: Request, model_name: str, model_version: str, body: InferenceRequest
