@@ -212,9 +212,10 @@ class Admission:
         now = self.clock()
         waited = now - arrived
         tail = self.tail_item_s * max(1, self.in_flight)
-        if waited > self.budget_s or (
-            self.samples >= MIN_SAMPLES and waited + tail > self.budget_s
-        ):
+        # Only a request that has already waited past the admitted share: the per-item tail
+        # times a burst's items overstates what a batch costs, and must not refuse a burst.
+        late = waited > self.budget_s * GATE_SHARE and waited + tail > self.budget_s
+        if waited > self.budget_s or (self.samples >= MIN_SAMPLES and late):
             raise self.refused(
                 deadline_error(
                     waited_ms=round(waited * 1000, 1),
