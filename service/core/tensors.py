@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +184,13 @@ def requested_outputs(names: Sequence[str] | None, spec: TensorSpec) -> list[str
     if unknown:
         raise BadRequest(f"no output named {unknown[0]!r}; the model's outputs are [{spec.name!r}]")
     return list(dict.fromkeys(names))
+
+
+def check_output_parameters(parameters: Container[str] | None) -> None:
+    """Refuse the output extensions not served here (classification, shared memory)."""
+    for unsupported in ("classification", "shared_memory_region"):
+        if parameters and unsupported in parameters:
+            raise BadRequest(f"output parameter {unsupported!r} is not supported here")
 
 
 def raw_bytes(values: NDArray[Any]) -> bytes:

@@ -31,6 +31,7 @@ from service.core.tensors import (
     INPUT_DTYPES,
     TensorSpec,
     check_input,
+    check_output_parameters,
     check_values,
     from_raw,
     input_spec,
@@ -222,9 +223,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             spec_in, spec_out = input_spec(model), output_spec(model)
             names = requested_outputs([o.name for o in request.outputs] or None, spec_out)
             for output in request.outputs:
-                for unsupported in ("classification", "shared_memory_region"):
-                    if unsupported in output.parameters:
-                        raise BadRequest(f"output parameter {unsupported!r} is not supported here")
+                check_output_parameters(output.parameters)
             x = self._decode(request, spec_in, model)
             call.stages.compute_input += time.perf_counter() - started
             logits = await plane.infer(call, model, x)

@@ -38,6 +38,7 @@ from service.core.statistics import model_statistics
 from service.core.tensors import (
     TensorSpec,
     check_input,
+    check_output_parameters,
     from_raw,
     from_values,
     input_spec,
@@ -316,9 +317,7 @@ def output_plan(body: InferenceRequest, spec: TensorSpec) -> list[tuple[str, boo
     plan = []
     for name in names:
         parameters = asked.get(name)
-        for unsupported in ("classification", "shared_memory_region"):
-            if parameters and unsupported in parameters:
-                raise BadRequest(f"output parameter {unsupported!r} is not supported here")
+        check_output_parameters(parameters)
         plan.append((name, binary.wants_binary(parameters, body.parameters)))
     return plan
 
